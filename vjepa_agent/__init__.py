@@ -1,0 +1,1 @@
+"""vjepa_agent: V-JEPA world models and latent-space planning."""
