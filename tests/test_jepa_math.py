@@ -1,0 +1,73 @@
+"""EMA arithmetic, schedules, loss, collapse monitors: numbers that can be wrong."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vjepa_agent import schedules
+from vjepa_agent.jepa import ema_update_, jepa_loss
+from vjepa_agent.metrics import effective_rank, embedding_std
+
+
+def test_ema_update_arithmetic():
+    torch.manual_seed(0)
+    student, teacher = nn.Linear(3, 2), nn.Linear(3, 2)
+    t0 = [p.clone() for p in teacher.parameters()]
+    s0 = [p.clone() for p in student.parameters()]
+    ema_update_(teacher, student, 0.9)
+    for t, a, b in zip(teacher.parameters(), t0, s0):
+        torch.testing.assert_close(t, 0.9 * a + 0.1 * b)
+    ema_update_(teacher, student, 1.0)  # frozen
+    for t, a, b in zip(teacher.parameters(), t0, s0):
+        torch.testing.assert_close(t, 0.9 * a + 0.1 * b)
+    ema_update_(teacher, student, 0.0)  # copy
+    for t, b in zip(teacher.parameters(), s0):
+        torch.testing.assert_close(t, b)
+    # student untouched
+    for s, b in zip(student.parameters(), s0):
+        assert torch.equal(s, b)
+
+
+def test_lr_schedule():
+    kw = dict(total=100, warmup=10, start_lr=0.1, lr=1.0, final_lr=0.0)
+    assert schedules.lr_at(0, **kw) == pytest.approx(0.1)
+    assert schedules.lr_at(5, **kw) == pytest.approx(0.55)
+    assert schedules.lr_at(10, **kw) == pytest.approx(1.0)
+    assert schedules.lr_at(55, **kw) == pytest.approx(0.5)  # cosine midpoint
+    assert schedules.lr_at(100, **kw) == pytest.approx(0.0)
+    assert schedules.lr_at(55, kind="linear", **kw) == pytest.approx(0.5)
+    assert schedules.lr_at(32.5, kind="linear", **kw) == pytest.approx(0.75)
+    assert schedules.lr_at(90, kind="constant", **kw) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        schedules.lr_at(50, kind="nope", **kw)
+
+
+def test_wd_and_ema_schedules():
+    assert schedules.cosine_at(0, total=10, start=0.04, end=0.4) == pytest.approx(0.04)
+    assert schedules.cosine_at(5, total=10, start=0.04, end=0.4) == pytest.approx(0.22)
+    assert schedules.cosine_at(10, total=10, start=0.04, end=0.4) == pytest.approx(0.4)
+    assert schedules.linear_at(0, total=10, start=0.998, end=1.0) == pytest.approx(0.998)
+    assert schedules.linear_at(5, total=10, start=0.998, end=1.0) == pytest.approx(0.999)
+    assert schedules.linear_at(7, total=10, start=0.99925, end=0.99925) == pytest.approx(0.99925)
+
+
+def test_loss_values():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    tgt = torch.zeros(2, 2)
+    assert float(jepa_loss(pred, tgt, 1.0)) == pytest.approx(2.5)
+    assert float(jepa_loss(pred, tgt, 2.0)) == pytest.approx((1 + 4 + 9 + 16) / 4 / 2)
+
+
+def test_collapse_monitors():
+    torch.manual_seed(0)
+    x = torch.randn(512, 16)
+    assert embedding_std(x) == pytest.approx(1.0, abs=0.1)
+    assert effective_rank(x) > 12
+    const = torch.ones(512, 16) * 3
+    assert embedding_std(const) == pytest.approx(0.0)
+    assert effective_rank(const) == pytest.approx(1.0)
+    line = torch.randn(512, 1) * torch.randn(1, 16)
+    assert effective_rank(line) == pytest.approx(1.0, abs=0.01)
+    assert math.isfinite(effective_rank(torch.randn(4, 100, 16)))

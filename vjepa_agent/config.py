@@ -1,0 +1,308 @@
+"""Configuration: one dataclass per entry point, every field documented, defaults that run on a laptop CPU.
+
+YAML presets under `configs/` hold only what differs from these defaults; command-line flags
+override the YAML (see `load_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vjepa_agent.errors import UserError, require
+
+# Published ViT sizes: (width, depth, heads, mlp_ratio). V-JEPA / V-JEPA 2 use these dims.
+ENCODER_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(dim=192, depth=12, heads=3, mlp_ratio=4.0),
+    "small": dict(dim=384, depth=12, heads=6, mlp_ratio=4.0),
+    "base": dict(dim=768, depth=12, heads=12, mlp_ratio=4.0),
+    "large": dict(dim=1024, depth=24, heads=16, mlp_ratio=4.0),
+    "huge": dict(dim=1280, depth=32, heads=16, mlp_ratio=4.0),
+    "giant": dict(dim=1408, depth=40, heads=22, mlp_ratio=48 / 11),
+}
+
+
+@dataclass
+class EncoderConfig:
+    """The video ViT (student and teacher share it)."""
+
+    size: str | None = None
+    """Preset name from ENCODER_SIZES (tiny, small, base, large, huge, giant); overrides dim/depth/heads/mlp_ratio."""
+    dim: int = 96
+    """Token width D."""
+    depth: int = 4
+    """Number of transformer blocks."""
+    heads: int = 4
+    """Attention heads (dim must be divisible by heads)."""
+    mlp_ratio: float = 4.0
+    """Hidden width of the MLP relative to dim."""
+    patch_size: int = 16
+    """Spatial patch size in pixels."""
+    tubelet_size: int = 2
+    """Frames per tubelet (temporal patch size)."""
+    in_channels: int = 3
+    """Input channels C."""
+    pos_embed: Literal["rope", "sincos"] = "rope"
+    """Position encoding: 3-D RoPE inside attention (V-JEPA 2) or fixed 3-D sin-cos added to tokens (V-JEPA)."""
+    qkv_bias: bool = True
+    """Bias on the query/key/value projection."""
+    activation_checkpointing: bool = False
+    """Recompute block activations in backward to save memory."""
+
+    def resolved(self) -> EncoderConfig:
+        """A copy with the size preset (if any) applied."""
+        if self.size is None:
+            return self
+        require(
+            self.size in ENCODER_SIZES,
+            f"unknown encoder size '{self.size}'; choose one of {', '.join(ENCODER_SIZES)}",
+        )
+        return dataclasses.replace(self, **ENCODER_SIZES[self.size], size=None)
+
+
+@dataclass
+class PredictorConfig:
+    """The narrow ViT that predicts target tokens from context tokens."""
+
+    dim: int = 64
+    """Predictor width (V-JEPA: 384)."""
+    depth: int = 2
+    """Predictor blocks (V-JEPA: 12)."""
+    heads: int = 4
+    """Predictor attention heads."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width relative to dim."""
+
+
+@dataclass
+class MaskConfig:
+    """One multiblock 3-D tube mask: the union of `num_blocks` blocks is the target, its complement the context."""
+
+    num_blocks: int = 8
+    """Blocks per sample."""
+    spatial_scale: float = 0.15
+    """Fraction of the spatial token grid covered by one block, in (0, 1]."""
+    temporal_scale: float = 1.0
+    """Fraction of the temporal token extent covered by one block, in (0, 1]; 1.0 = full tubes."""
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    """Range of block height/width ratios."""
+
+
+def default_masks() -> list[MaskConfig]:
+    """V-JEPA's two mask configurations: short-range (8 blocks at 0.15) and long-range (2 blocks at 0.7)."""
+    return [MaskConfig(8, 0.15), MaskConfig(2, 0.7)]
+
+
+@dataclass
+class PretrainConfig:
+    """`scripts/pretrain_video.py`: masked-video JEPA pretraining."""
+
+    # ---- run ----
+    out: Path = Path("runs/pretrain")
+    """Run folder: config, logs, checkpoints, exported weights, summary.json."""
+    data: str | None = None
+    """Video folder (recursive) or 'path label' CSV; None = the embedded synthetic videos."""
+    seed: int = 0
+    """Seed for initialisation, data order, augmentation and masks."""
+    max_steps: int = 200
+    """Optimizer steps to train (global steps, each over batch_size * grad_accum clips per process)."""
+    resume: str | None = None
+    """'auto' = newest complete checkpoint in out/checkpoints, or a checkpoint folder path."""
+    objective: Literal["jepa", "mae"] = "jepa"
+    """Training objective: latent prediction (jepa) or masked pixel reconstruction (mae)."""
+
+    # ---- data ----
+    frames_per_clip: int = 8
+    """Frames T per clip (divisible by tubelet_size)."""
+    frame_step: int = 4
+    """Stride between sampled frames (ignored when fps is set)."""
+    fps: float | None = None
+    """Sample clips at this frame rate instead of a fixed stride."""
+    crop_size: int = 64
+    """Crop side in pixels (divisible by patch_size)."""
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    """Random resized crop: range of the crop's area fraction."""
+    crop_aspect: tuple[float, float] = (0.75, 1.35)
+    """Random resized crop: range of aspect ratios."""
+    synthetic_videos: int = 2048
+    """Number of procedurally generated videos when no --data is given."""
+    batch_size: int = 8
+    """Clips per process per micro-batch."""
+    num_workers: int = 0
+    """DataLoader worker processes (each opens its own video reader)."""
+
+    # ---- model ----
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The video ViT."""
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    """The masked-token predictor."""
+    masks: list[MaskConfig] = field(default_factory=default_masks)
+    """Mask configurations; the loss averages over them."""
+    loss_exp: float = 1.0
+    """p in mean |pred - LN(teacher)|^p / p (1 = L1)."""
+
+    # ---- optimisation ----
+    lr: float = 6.25e-4
+    """Peak learning rate."""
+    start_lr: float = 2e-4
+    """Learning rate at step 0 (warmup starts here)."""
+    final_lr: float = 1e-6
+    """Learning rate at the last step (cosine/linear)."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    """Decay after warmup."""
+    weight_decay: float = 0.04
+    """Weight decay at step 0 (not applied to biases and 1-D parameters)."""
+    final_weight_decay: float = 0.4
+    """Weight decay at the last step (cosine schedule)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    ema: tuple[float, float] = (0.998, 1.0)
+    """EMA momentum, linear from the first to the second value over max_steps; equal values = constant."""
+    grad_clip: float | None = 10.0
+    """Clip the gradient norm to this value (None = off)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """'auto' = bf16 on GPU, fp32 on CPU; otherwise passed to Accelerate."""
+
+    # ---- logging and checkpoints ----
+    log_every: int = 10
+    """Steps between log lines / TensorBoard points."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """Keep the newest K checkpoints."""
+    monitor_every: int = 10
+    """Steps between collapse monitors (teacher std, effective rank)."""
+    collapse_std: float = 0.01
+    """Warn when the teacher's per-dimension embedding std falls below this."""
+    collapse_rank: float = 2.0
+    """Warn when the effective rank of teacher embeddings falls below this."""
+
+    def validate(self) -> None:
+        """Fail in one line, before any model is built, on values that cannot work."""
+        enc = self.encoder.resolved()
+        require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        require(
+            self.frames_per_clip % enc.tubelet_size == 0,
+            f"frames_per_clip={self.frames_per_clip} is not divisible by tubelet_size={enc.tubelet_size}",
+        )
+        require(
+            self.crop_size % enc.patch_size == 0,
+            f"crop_size={self.crop_size} is not divisible by patch_size={enc.patch_size}",
+        )
+        require(
+            enc.dim % enc.heads == 0, f"encoder dim={enc.dim} is not divisible by heads={enc.heads}"
+        )
+        require(
+            self.predictor.dim % self.predictor.heads == 0,
+            f"predictor dim={self.predictor.dim} is not divisible by heads={self.predictor.heads}",
+        )
+        require(len(self.masks) >= 1, "at least one mask configuration is needed")
+        for m in self.masks:
+            require(
+                0 < m.spatial_scale <= 1,
+                f"mask spatial_scale must be in (0, 1], got {m.spatial_scale}",
+            )
+            require(
+                0 < m.temporal_scale <= 1,
+                f"mask temporal_scale must be in (0, 1], got {m.temporal_scale}",
+            )
+            require(m.num_blocks >= 1, f"mask num_blocks must be >= 1, got {m.num_blocks}")
+            lo, hi = m.aspect_ratio
+            require(0 < lo <= hi, f"mask aspect_ratio must satisfy 0 < low <= high, got {lo, hi}")
+        lo, hi = self.crop_scale
+        require(0 < lo <= hi <= 1, f"crop_scale must satisfy 0 < low <= high <= 1, got {lo, hi}")
+        for name in ("lr", "start_lr", "final_lr"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        for m in self.ema:
+            require(0 <= m <= 1, f"ema momentum must be in [0, 1], got {self.ema}")
+        require(self.loss_exp > 0, f"loss_exp must be > 0, got {self.loss_exp}")
+        if self.data is not None:
+            require(
+                Path(self.data).exists(),
+                f"data path '{self.data}' does not exist; pass --data with a video folder or a 'path label' CSV",
+            )
+
+
+# ---------------------------------------------------------------------------- YAML / CLI
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
+    """Return a copy of dataclass `obj` with `values` applied, recursing into nested dataclasses."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    updates = {}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise UserError(
+                f"unknown config key '{where}{key}'; valid keys: {', '.join(sorted(fields))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _merge(current, value, f"{where}{key}.")
+        elif key == "masks" and isinstance(value, list):
+            value = [_merge(MaskConfig(), m, f"{where}masks[].") for m in value]
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, Path) and isinstance(value, str):
+            value = Path(value)
+        updates[key] = value
+    return dataclasses.replace(obj, **updates)
+
+
+def from_yaml(path: str | Path, base: Any) -> Any:
+    """Apply a YAML preset (only the keys that differ from the defaults) to dataclass `base`."""
+    path = Path(path)
+    require(path.is_file(), f"config file '{path}' does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from e
+    require(isinstance(values, dict), f"config file '{path}' must hold a mapping of keys to values")
+    return _merge(base, values, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a config (Paths as strings, tuples as lists) for YAML/JSON."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return clean(dataclasses.asdict(cfg))
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_config(cls: type, argv: list[str] | None = None, description: str | None = None) -> Any:
+    """Parse `--config FILE` (YAML defaults) then every dataclass field as a flag (tyro) on top."""
+    import argparse
+    import sys
+
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    base = cls()
+    if known.config is not None:
+        base = from_yaml(known.config, base)
+    return tyro.cli(cls, default=base, args=rest, description=description)

@@ -1,0 +1,341 @@
+"""The video pretraining loop (Accelerate): one CPU, many GPUs, many machines."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from vjepa_agent import checkpoint as ckpt
+from vjepa_agent import schedules
+from vjepa_agent.config import PretrainConfig, save_yaml
+from vjepa_agent.masking import mask_generator, sample_masks
+from vjepa_agent.metrics import effective_rank, embedding_std
+from vjepa_agent.train.data import make_loader
+
+log = logging.getLogger("vjepa_agent.pretrain")
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def build_dataset(cfg: PretrainConfig):
+    """The configured video source: a folder/CSV of videos, or the embedded synthetic videos."""
+    if cfg.data is None:
+        from vjepa_agent.data.synthetic import SyntheticVideoDataset
+
+        return SyntheticVideoDataset(
+            num_videos=cfg.synthetic_videos,
+            frames_per_clip=cfg.frames_per_clip,
+            size=cfg.crop_size,
+            seed=cfg.seed,
+        )
+    from vjepa_agent.data.video import VideoClipDataset
+
+    return VideoClipDataset(
+        cfg.data,
+        frames_per_clip=cfg.frames_per_clip,
+        frame_step=cfg.frame_step,
+        fps=cfg.fps,
+        crop_size=cfg.crop_size,
+        augment=True,
+        crop_scale=cfg.crop_scale,
+        crop_aspect=cfg.crop_aspect,
+        seed=cfg.seed,
+    )
+
+
+def build_model(cfg: PretrainConfig) -> torch.nn.Module:
+    """JEPA (latent prediction) or MAE (pixel reconstruction), same encoder and masks."""
+    if cfg.objective == "mae":
+        from vjepa_agent.mae import MAE
+
+        return MAE(cfg)
+    from vjepa_agent.jepa import JEPA
+
+    return JEPA(cfg)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases and 1-D parameters."""
+    decay, no_decay = [], []
+    for module in model.trainable_modules():
+        for p in module.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.start_lr, betas=cfg.betas)
+
+
+def resolve_precision(choice: str) -> str:
+    """'auto' -> bf16 on a CUDA device that supports it, fp32 ('no') elsewhere."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+class SigtermFlag:
+    """Set when the process receives SIGTERM (a preempted job): the loop checkpoints and stops."""
+
+    def __init__(self):
+        self.raised = False
+        try:
+            signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread (e.g. notebooks); no preemption handling
+            pass
+
+    def _handler(self, signum, frame):
+        self.raised = True
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    micro_batches: list[torch.Tensor],
+    cfg: PretrainConfig,
+    step: int,
+    momentum: float,
+) -> dict[str, Any]:
+    """One optimizer step over micro-batches of video (B, C, T, H, W), then the EMA update."""
+    core = accelerator.unwrap_model(model)
+    loss, dropped = 0.0, 0
+    for micro, video in enumerate(micro_batches):
+        # 1. masks are a pure function of (seed, step, rank, micro-batch)
+        video = video.to(accelerator.device, non_blocking=True)
+        gen = mask_generator(cfg.seed, step, accelerator.process_index, micro)
+        grid = core.student.grid(video.shape)
+        masks = [sample_masks(m, grid, video.shape[0], gen) for m in cfg.masks]
+        dropped += sum(m.dropped for m in masks)
+        masks = [m.to(accelerator.device) for m in masks]
+        # 2. forward (teacher under no_grad, student + predictor) and backward; sync on the last
+        last = micro == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            result = model(video, masks)
+            accelerator.backward(result["loss"] / len(micro_batches))
+        loss += float(result["loss"].detach()) / len(micro_batches)
+    # 3. clip and step
+    if cfg.grad_clip is not None:
+        grad_norm = float(accelerator.clip_grad_norm_(params, cfg.grad_clip))
+    else:
+        grad_norm = float(
+            torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    # 4. EMA update of the teacher on the unwrapped module
+    core.update_teacher(momentum)
+    return {"loss": loss, "grad_norm": grad_norm, "dropped": dropped, "teacher": result["teacher"]}
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Train, checkpoint, export; returns the summary (also written to out/summary.json)."""
+    cfg.validate()
+    out = Path(cfg.out)
+    resume_from = ckpt.resolve_resume(cfg.resume, out)
+    dataset = build_dataset(cfg)  # fails fast on a missing / empty data source
+
+    accelerator = Accelerator(
+        mixed_precision=resolve_precision(cfg.mixed_precision),
+        log_with="tensorboard",
+        project_dir=str(out),
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+    accelerator.init_trackers("tensorboard")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    # 1. model and optimizer: identical init on every rank
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    params = [p for m in core.trainable_modules() for p in m.parameters() if p.requires_grad]
+
+    # 2. resume: weights, optimizer and step; the data stream and schedules follow the step
+    start_step, skipped = 0, set()
+    if resume_from is not None:
+        state = ckpt.load_training_state(accelerator, resume_from)
+        start_step, skipped = state["step"], set(state.get("skipped_files", []))
+        accelerator.print(f"resumed from {resume_from} at step {start_step}")
+    elif cfg.resume == "auto":
+        accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
+
+    micro_per_step = cfg.grad_accum
+    loader = make_loader(
+        dataset,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        rank=rank,
+        world=world,
+        start=start_step * micro_per_step * cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+    )
+    batches = iter(loader)
+    sigterm = SigtermFlag()
+
+    clips_per_step = cfg.batch_size * cfg.grad_accum * world
+    step_times, recent_losses = [], []
+    monitors = {"teacher_std": float("nan"), "effective_rank": float("nan")}
+    final_loss, stopped_by_signal, last_saved = float("nan"), False, -1
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start_step,
+        disable=not accelerator.is_main_process,
+        desc="pretrain",
+        dynamic_ncols=True,
+    )
+    train_start = time.perf_counter()
+    step = start_step
+    while step < cfg.max_steps:
+        t_step = time.perf_counter()
+        data_wait = 0.0
+        # 1. schedules from the global step
+        lr = schedules.lr_at(
+            step,
+            total=cfg.max_steps,
+            warmup=cfg.warmup_steps,
+            start_lr=cfg.start_lr,
+            lr=cfg.lr,
+            final_lr=cfg.final_lr,
+            kind=cfg.lr_schedule,
+        )
+        wd = schedules.cosine_at(
+            step, total=cfg.max_steps, start=cfg.weight_decay, end=cfg.final_weight_decay
+        )
+        momentum = schedules.linear_at(step, total=cfg.max_steps, start=cfg.ema[0], end=cfg.ema[1])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = wd if group["apply_wd"] else 0.0
+
+        # 2. one optimizer step over grad_accum micro-batches, then the EMA update
+        micro_batches = []
+        for _ in range(micro_per_step):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            data_wait += time.perf_counter() - t0
+            skipped.update(batch["skipped"])
+            micro_batches.append(batch["video"])
+        result = train_step(
+            accelerator, model, optimizer, params, micro_batches, cfg, step, momentum
+        )
+        step_loss, grad_norm, dropped = result["loss"], result["grad_norm"], result["dropped"]
+        step += 1
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step}; lower --lr or check the data")
+
+        # 5. monitors, logging
+        step_time = time.perf_counter() - t_step
+        step_times.append(step_time)
+        recent_losses.append(step_loss)
+        recent_losses = recent_losses[-cfg.log_every :]
+        logs = {
+            "loss": step_loss,
+            "lr": lr,
+            "weight_decay": wd,
+            "ema_momentum": momentum,
+            "grad_norm": grad_norm,
+            "clips_per_s": clips_per_step / step_time,
+            "data_wait_fraction": data_wait / step_time,
+            "dropped_tokens": dropped,
+            "skipped_files": len(skipped),
+        }
+        if step % cfg.monitor_every == 0 or step == cfg.max_steps:
+            monitors = {
+                "teacher_std": embedding_std(result["teacher"]),
+                "effective_rank": effective_rank(result["teacher"]),
+            }
+            logs.update(monitors)
+            if accelerator.is_main_process and (
+                monitors["teacher_std"] < cfg.collapse_std
+                or monitors["effective_rank"] < cfg.collapse_rank
+            ):
+                log.warning(
+                    "possible collapse at step %d: teacher std %.4f, effective rank %.2f",
+                    step,
+                    monitors["teacher_std"],
+                    monitors["effective_rank"],
+                )
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            final_loss = float(accelerator.reduce(torch.tensor(recent_losses, device=accelerator.device), "mean").mean())
+            logs["loss_avg"] = final_loss
+            accelerator.log(logs, step=step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", clips_s=f"{clips_per_step / step_time:.1f}")
+
+        # 6. checkpoint: every N steps, at the end, or on SIGTERM (agreed across ranks)
+        stop = torch.tensor(float(sigterm.raised), device=accelerator.device)
+        stop = bool(accelerator.reduce(stop, "sum") > 0) if world > 1 else sigterm.raised
+        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        if periodic or stop or step == cfg.max_steps:
+            ckpt.save_training_state(
+                accelerator, out, step, {"skipped_files": sorted(skipped)}, cfg.keep_checkpoints
+            )
+            last_saved = step
+        if stop:
+            stopped_by_signal = True
+            accelerator.print(f"SIGTERM: saved checkpoint at step {step}; resume with --resume auto")
+            break
+    bar.close()
+
+    # 7. export weights and write the summary
+    all_skipped = sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
+    if math.isnan(final_loss) and recent_losses:
+        final_loss = float(statistics.fmean(recent_losses))
+    timed = step_times[2:] if len(step_times) > 4 else step_times
+    summary = {
+        "steps": step,
+        "final_loss": final_loss,
+        "clips_per_s": clips_per_step / statistics.median(timed) if timed else float("nan"),
+        "teacher_std": monitors["teacher_std"],
+        "effective_rank": monitors["effective_rank"],
+        "skipped_files": len(all_skipped),
+        "skipped_paths": all_skipped[:100],
+        "world_size": world,
+        "objective": cfg.objective,
+        "train_seconds": time.perf_counter() - train_start,
+        "resumed_from_step": start_step,
+        "stopped_by_signal": stopped_by_signal,
+        "last_checkpoint_step": last_saved,
+    }
+    if accelerator.is_main_process:
+        if not stopped_by_signal:
+            ckpt.export_pretrained(core, cfg, out / "export", step)
+        ckpt.write_json(summary, out / "summary.json")
+    accelerator.end_training()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        print(out / "summary.json")
+    return summary
+
+
+def _collate(items):
+    from vjepa_agent.data.video import collate_clips
+
+    return collate_clips(items)
