@@ -84,7 +84,7 @@ def test_jepa_forward_backward_teacher_frozen():
     masks = [sample_masks(m, model.student.grid(x.shape), 3, g) for m in cfg.masks]
     out = model(x, masks)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
-    assert out["teacher"].shape == (3, 32, 48)
+    assert out["embeddings"].shape == (3, 32, 48)
     out["loss"].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     assert all(not p.requires_grad for p in model.teacher.parameters())

@@ -141,7 +141,7 @@ def export_pretrained(model: nn.Module, cfg, folder: str | Path, step: int) -> P
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    encoder = getattr(model, "teacher", None) or model.student
+    encoder = model.teacher if hasattr(model, "teacher") else model.student
     save_weights(encoder, folder / "encoder.safetensors")
     save_weights(model.student, folder / "student.safetensors")
     write_json(

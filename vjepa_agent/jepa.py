@@ -52,7 +52,7 @@ class JEPA(nn.Module):
         return [self.student, self.predictor]
 
     def forward(self, video: torch.Tensor, masks: list[Masks]) -> dict[str, torch.Tensor]:
-        """video (B, C, T, H, W); one Masks per mask configuration -> {"loss", "teacher"}."""
+        """video (B, C, T, H, W); one Masks per mask configuration -> {"loss", "embeddings" (teacher tokens, for the collapse monitors)}."""
         grid = self.student.grid(video.shape)
         # 1. teacher sees the whole clip; layer-norm its tokens (no affine) as targets
         with torch.no_grad():
@@ -66,7 +66,7 @@ class JEPA(nn.Module):
             losses.append(jepa_loss(pred, gather_tokens(targets, m.target), self.loss_exp))
         # 3. average over mask configs
         loss = torch.stack(losses).mean()
-        return {"loss": loss, "teacher": teacher_tokens.detach()}
+        return {"loss": loss, "embeddings": teacher_tokens.detach()}
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

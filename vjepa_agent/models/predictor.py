@@ -14,10 +14,17 @@ class MaskedPredictor(nn.Module):
     """Context tokens (B, Nc, D) + target positions (B, Nt) -> predicted target tokens (B, Nt, D).
 
     Context is projected to the predictor width; each target position gets a learnable mask token
-    (one per mask configuration, zero-initialised) plus its position; only target outputs return.
+    (one per mask configuration, zero-initialised) plus its position; only target outputs return,
+    projected to the encoder width (or to `out_dim`, e.g. pixels per tubelet for MAE).
     """
 
-    def __init__(self, enc: EncoderConfig, cfg: PredictorConfig, num_mask_tokens: int = 2):
+    def __init__(
+        self,
+        enc: EncoderConfig,
+        cfg: PredictorConfig,
+        num_mask_tokens: int = 2,
+        out_dim: int | None = None,
+    ):
         super().__init__()
         enc = enc.resolved()
         self.pos_embed = enc.pos_embed
@@ -26,7 +33,7 @@ class MaskedPredictor(nn.Module):
         self.mask_tokens = nn.Parameter(torch.zeros(num_mask_tokens, cfg.dim))
         self.rope = Rope3d(cfg.dim // cfg.heads) if enc.pos_embed == "rope" else None
         self.transformer = Transformer(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio)
-        self.out = nn.Linear(cfg.dim, enc.dim)
+        self.out = nn.Linear(cfg.dim, out_dim or enc.dim)
         init_weights(self)
         nn.init.zeros_(self.mask_tokens)
 

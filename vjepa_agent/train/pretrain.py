@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import signal
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 from vjepa_agent import checkpoint as ckpt
 from vjepa_agent import schedules
 from vjepa_agent.config import PretrainConfig, save_yaml
+from vjepa_agent.errors import UserError
 from vjepa_agent.masking import mask_generator, sample_masks
 from vjepa_agent.metrics import effective_rank, embedding_std
 from vjepa_agent.train.data import make_loader
@@ -144,7 +147,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     # 4. EMA update of the teacher on the unwrapped module
     core.update_teacher(momentum)
-    return {"loss": loss, "grad_norm": grad_norm, "dropped": dropped, "teacher": result["teacher"]}
+    return {"loss": loss, "grad_norm": grad_norm, "dropped": dropped, "embeddings": result["embeddings"]}
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -155,6 +158,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.out)
     resume_from = ckpt.resolve_resume(cfg.resume, out)
+    if cfg.resume is None and ckpt.checkpoint_dirs(out):
+        raise UserError(
+            f"'{out}' already holds checkpoints of an earlier run; pass --resume auto to continue it "
+            "or choose another --out"
+        )
     dataset = build_dataset(cfg)  # fails fast on a missing / empty data source
 
     accelerator = Accelerator(
@@ -168,6 +176,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         save_yaml(cfg, out / "config.yaml")
     accelerator.init_trackers("tensorboard")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
 
     # 1. model and optimizer: identical init on every rank
     torch.manual_seed(cfg.seed)
@@ -185,6 +194,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         accelerator.print(f"resumed from {resume_from} at step {start_step}")
     elif cfg.resume == "auto":
         accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    if accelerator.is_main_process:
+        truncate_metrics(out / "metrics.jsonl", start_step)
 
     micro_per_step = cfg.grad_accum
     loader = make_loader(
@@ -268,8 +279,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         }
         if step % cfg.monitor_every == 0 or step == cfg.max_steps:
             monitors = {
-                "teacher_std": embedding_std(result["teacher"]),
-                "effective_rank": effective_rank(result["teacher"]),
+                "teacher_std": embedding_std(result["embeddings"]),
+                "effective_rank": effective_rank(result["embeddings"]),
             }
             logs.update(monitors)
             if accelerator.is_main_process and (
@@ -286,6 +297,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             final_loss = float(accelerator.reduce(torch.tensor(recent_losses, device=accelerator.device), "mean").mean())
             logs["loss_avg"] = final_loss
             accelerator.log(logs, step=step)
+            if accelerator.is_main_process:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, **logs}) + "\n")
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", clips_s=f"{clips_per_step / step_time:.1f}")
 
@@ -304,7 +318,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             break
     bar.close()
 
-    # 7. export weights and write the summary
+    # 7. export weights and write the summary; every rank must hold the same teacher
+    checksums = gather_object([module_checksum(core.teacher if hasattr(core, "teacher") else core.student)])
+    if len(set(checksums)) > 1:
+        log.warning("teacher weights differ across ranks: %s", checksums)
     all_skipped = sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
     if math.isnan(final_loss) and recent_losses:
         final_loss = float(statistics.fmean(recent_losses))
@@ -318,6 +335,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "skipped_files": len(all_skipped),
         "skipped_paths": all_skipped[:100],
         "world_size": world,
+        "teacher_checksums": checksums,
         "objective": cfg.objective,
         "train_seconds": time.perf_counter() - train_start,
         "resumed_from_step": start_step,
@@ -333,6 +351,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         print(out / "summary.json")
     return summary
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop logged lines after `step` (left by a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def module_checksum(module: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: equal only for bit-identical weights."""
+    h = hashlib.sha256()
+    for name, p in module.state_dict().items():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _collate(items):
