@@ -130,6 +130,8 @@ class PretrainConfig:
     """Random resized crop: range of aspect ratios."""
     synthetic_videos: int = 2048
     """Number of procedurally generated videos when no --data is given."""
+    synthetic_noise: float = 0.0
+    """Strength in [0, 1] of the unpredictable per-frame nuisance in the synthetic videos."""
     batch_size: int = 8
     """Clips per process per micro-batch."""
     num_workers: int = 0

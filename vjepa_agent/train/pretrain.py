@@ -42,6 +42,7 @@ def build_dataset(cfg: PretrainConfig):
             frames_per_clip=cfg.frames_per_clip,
             size=cfg.crop_size,
             seed=cfg.seed,
+            noise=cfg.synthetic_noise,
         )
     from vjepa_agent.data.video import VideoClipDataset
 
