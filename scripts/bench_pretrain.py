@@ -56,7 +56,9 @@ def sync(device: torch.device) -> None:
 
 @cli_entry
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/cpu-small.yaml")
     parser.add_argument("--steps", type=int, default=6, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -107,7 +109,9 @@ def main():
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "config": args.config,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()} threads",
         "mixed_precision": accelerator.mixed_precision,
         "batch_size": cfg.batch_size,
         "tokens_per_clip": tokens,

@@ -46,11 +46,13 @@ def test_sincos_and_rope_properties():
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
     p1 = torch.tensor([[[1, 2, 3], [4, 0, 1]]])
     p2 = p1 + torch.tensor([3, 5, 7])
+
     def score(p):
         cos, sin = rope(p)
         qr = _rotate(q.expand(1, 1, 2, 16), cos, sin)[:, :, 0]
         kr = _rotate(k.expand(1, 1, 2, 16), cos, sin)[:, :, 1]
         return (qr * kr).sum()
+
     torch.testing.assert_close(score(p1), score(p2))
     # rotation preserves norms; leftover dims (16 - 3*4 = 4) pass through untouched
     cos, sin = rope(p1)
@@ -65,7 +67,9 @@ def test_predictor_returns_only_targets():
     pred = MaskedPredictor(enc_cfg, PredictorConfig(dim=32, depth=2, heads=4), num_mask_tokens=2)
     assert torch.count_nonzero(pred.mask_tokens) == 0  # zero-initialised
     ctx = torch.randn(2, 5, 48)
-    out = pred(ctx, torch.randint(0, 32, (2, 5)), torch.randint(0, 32, (2, 7)), (2, 4, 4), mask_id=1)
+    out = pred(
+        ctx, torch.randint(0, 32, (2, 5)), torch.randint(0, 32, (2, 7)), (2, 4, 4), mask_id=1
+    )
     assert out.shape == (2, 7, 48) and torch.isfinite(out).all()
 
 
@@ -77,7 +81,9 @@ def test_size_presets_have_published_dims():
 
 
 def test_jepa_forward_backward_teacher_frozen():
-    cfg = PretrainConfig(encoder=EncoderConfig(**TINY), predictor=PredictorConfig(dim=32, depth=1, heads=4))
+    cfg = PretrainConfig(
+        encoder=EncoderConfig(**TINY), predictor=PredictorConfig(dim=32, depth=1, heads=4)
+    )
     model = JEPA(cfg)
     x = torch.randn(3, 3, 4, 32, 32)
     g = mask_generator(0, 0, 0)

@@ -40,7 +40,9 @@ def resolve_resume(resume: str | None, out: str | Path) -> Path | None:
         dirs = checkpoint_dirs(out)
         return dirs[-1] if dirs else None
     path = Path(resume)
-    require(path.is_dir(), f"checkpoint '{resume}' does not exist; pass --resume auto or a step folder")
+    require(
+        path.is_dir(), f"checkpoint '{resume}' does not exist; pass --resume auto or a step folder"
+    )
     require(
         (path / STATE_FILE).is_file(),
         f"checkpoint '{resume}' is incomplete (no {STATE_FILE}); pass an earlier step folder",
@@ -48,7 +50,9 @@ def resolve_resume(resume: str | None, out: str | Path) -> Path | None:
     return path
 
 
-def save_training_state(accelerator, out: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def save_training_state(
+    accelerator, out: str | Path, step: int, state: dict[str, Any], keep: int
+) -> Path:
     """Write the full training state for `step` atomically (tmp folder + rename); keep the newest `keep`."""
     root = Path(out) / "checkpoints"
     final = root / f"step_{step:08d}"
@@ -169,7 +173,10 @@ def load_encoder(path: str | Path, which: str = "teacher"):
     from vjepa_agent.models.encoder import VideoEncoder
 
     path = Path(path)
-    require(path.exists(), f"encoder path '{path}' does not exist; pass an export folder or a run folder")
+    require(
+        path.exists(),
+        f"encoder path '{path}' does not exist; pass an export folder or a run folder",
+    )
     if not (path / "config.json").is_file() and (path / "export" / "config.json").is_file():
         path = path / "export"
     require(
@@ -181,7 +188,9 @@ def load_encoder(path: str | Path, which: str = "teacher"):
         str(meta.get("format", "")).startswith("vjepa_agent.encoder"),
         f"'{path / 'config.json'}' is not a vjepa_agent encoder export",
     )
-    enc_cfg = EncoderConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["encoder"].items()})
+    enc_cfg = EncoderConfig(
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["encoder"].items()}
+    )
     encoder = VideoEncoder(enc_cfg)
     file = {"teacher": "encoder.safetensors", "student": "student.safetensors"}.get(which)
     require(file is not None, f"which must be 'teacher' or 'student', got '{which}'")

@@ -51,7 +51,9 @@ class VideoEncoder(nn.Module):
         """video (B, C, T, H, W); keep (B, K) token indices to encode (None = all) -> (B, K or N, D)."""
         # 1. tubelets to tokens, with their (t, h, w) grid positions
         x = self.patch_embed(video)  # (B, N, D)
-        pos = grid_positions(self.grid(video.shape), x.device).expand(x.shape[0], -1, -1)  # (B, N, 3)
+        pos = grid_positions(self.grid(video.shape), x.device).expand(
+            x.shape[0], -1, -1
+        )  # (B, N, 3)
         # 2. keep only the context tokens (the student's view)
         if keep is not None:
             x = gather_tokens(x, keep)

@@ -25,7 +25,9 @@ def grid_positions(grid: tuple[int, int, int], device=None) -> torch.Tensor:
 
 def _sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     """Sin-cos features of positions (...,) -> (..., dim); dim even."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device=pos.device) / (dim // 2))
+    omega = 1.0 / 10000 ** (
+        torch.arange(dim // 2, dtype=torch.float64, device=pos.device) / (dim // 2)
+    )
     angle = pos.double()[..., None] * omega
     return torch.cat([angle.sin(), angle.cos()], dim=-1).float()
 

@@ -148,7 +148,12 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     # 4. EMA update of the teacher on the unwrapped module
     core.update_teacher(momentum)
-    return {"loss": loss, "grad_norm": grad_norm, "dropped": dropped, "embeddings": result["embeddings"]}
+    return {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "dropped": dropped,
+        "embeddings": result["embeddings"],
+    }
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -260,7 +265,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         step_loss, grad_norm, dropped = result["loss"], result["grad_norm"], result["dropped"]
         step += 1
         if not math.isfinite(step_loss):
-            raise FloatingPointError(f"loss is {step_loss} at step {step}; lower --lr or check the data")
+            raise FloatingPointError(
+                f"loss is {step_loss} at step {step}; lower --lr or check the data"
+            )
 
         # 5. monitors, logging
         step_time = time.perf_counter() - t_step
@@ -295,7 +302,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     monitors["effective_rank"],
                 )
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            final_loss = float(accelerator.reduce(torch.tensor(recent_losses, device=accelerator.device), "mean").mean())
+            final_loss = float(
+                accelerator.reduce(
+                    torch.tensor(recent_losses, device=accelerator.device), "mean"
+                ).mean()
+            )
             logs["loss_avg"] = final_loss
             accelerator.log(logs, step=step)
             if accelerator.is_main_process:
@@ -315,15 +326,21 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             last_saved = step
         if stop:
             stopped_by_signal = True
-            accelerator.print(f"SIGTERM: saved checkpoint at step {step}; resume with --resume auto")
+            accelerator.print(
+                f"SIGTERM: saved checkpoint at step {step}; resume with --resume auto"
+            )
             break
     bar.close()
 
     # 7. export weights and write the summary; every rank must hold the same teacher
-    checksums = gather_object([module_checksum(core.teacher if hasattr(core, "teacher") else core.student)])
+    checksums = gather_object(
+        [module_checksum(core.teacher if hasattr(core, "teacher") else core.student)]
+    )
     if len(set(checksums)) > 1:
         log.warning("teacher weights differ across ranks: %s", checksums)
-    all_skipped = sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
+    all_skipped = (
+        sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
+    )
     if math.isnan(final_loss) and recent_losses:
         final_loss = float(statistics.fmean(recent_losses))
     timed = step_times[2:] if len(step_times) > 4 else step_times
@@ -347,8 +364,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if not stopped_by_signal:
             ckpt.export_pretrained(core, cfg, out / "export", step)
         ckpt.write_json(summary, out / "summary.json")
-    accelerator.end_training()
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # also tears down the process group
     if accelerator.is_main_process:
         print(out / "summary.json")
     return summary
@@ -358,7 +375,9 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop logged lines after `step` (left by a run that died after its last checkpoint)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    keep = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 
