@@ -308,3 +308,170 @@ def load_config(cls: type, argv: list[str] | None = None, description: str | Non
     if known.config is not None:
         base = from_yaml(known.config, base)
     return tyro.cli(cls, default=base, args=rest, description=description)
+
+
+# ---------------------------------------------------------------------------- world model
+
+
+def default_wm_encoder() -> EncoderConfig:
+    """A small ViT for 64x64 frame pairs: 8x8 patches, one tubelet of 2 frames, sin-cos positions
+    (absolute positions matter: a pooled RoPE encoder cannot tell where the cart is)."""
+    return EncoderConfig(dim=64, depth=2, heads=4, patch_size=8, tubelet_size=2, pos_embed="sincos")
+
+
+@dataclass
+class WorldModelConfig:
+    """`scripts/train_world_model.py`: an action-conditioned latent world model from rollouts."""
+
+    data: Path = Path("data/cartpole")
+    """Rollout store written by scripts/collect_rollouts.py."""
+    out: Path = Path("runs/world-model")
+    """Output folder: weights (safetensors), config.json, summary.json, logs."""
+    seed: int = 0
+    """Seed for initialisation, batches and the held-out split."""
+    encoder: EncoderConfig = field(default_factory=default_wm_encoder)
+    """Pixel encoder (ignored for state observations, whose latent is the normalised state)."""
+    encoder_init: str | None = None
+    """Optional pretrained encoder (an export or pretraining run folder) to start from."""
+    latent: Literal["compact", "tokens"] = "compact"
+    """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
+    latent_dim: int = 64
+    """Width of the compact latent."""
+    predictor_dim: int = 64
+    """Width of the action-conditioned predictor (planning cost grows with its square)."""
+    predictor_depth: int = 2
+    """Blocks of the action-conditioned predictor."""
+    predictor_heads: int = 4
+    """Heads of the action-conditioned predictor."""
+    context: int = 1
+    """Past steps the predictor sees: 1 = Markov (enough with frame-stacked observations and the
+    fastest to plan with); a value >= seq_len trains with full block-causal context over the sequence
+    and rolls out with a sliding window of seq_len steps."""
+    seq_len: int = 8
+    """Transitions per training sequence (teacher forcing)."""
+    rollout_steps: int = 4
+    """Autoregressive steps in the multi-step rollout loss."""
+    rollout_weight: float = 1.0
+    """Weight of the rollout loss."""
+    termination_weight: float = 0.5
+    """Weight of the termination-head loss."""
+    reward_weight: float = 0.5
+    """Weight of the reward-head loss."""
+    inverse_weight: float = 1.0
+    """Pixels: weight of the inverse-dynamics loss (predict a_t from z_t, z_t+1), which makes the
+    latent keep what the action changes (the cart) instead of the static background."""
+    variance_weight: float = 1.0
+    """Pixels: weight of the VICReg-style term keeping each latent dimension's batch std >= 1."""
+    ema: float = 0.99
+    """EMA momentum of the target encoder (pixels)."""
+    batch_size: int = 32
+    """Sequences per step."""
+    steps: int = 1500
+    """Optimizer steps."""
+    lr: float = 1e-3
+    """Peak learning rate (cosine decay after 5% warmup)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    holdout: float = 0.1
+    """Fraction of episodes held out for evaluation."""
+    eval_horizon: int = 10
+    """Longest horizon of the latent prediction error evaluation."""
+    log_every: int = 50
+    """Steps between log lines."""
+
+    def validate(self) -> None:
+        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
+        require(
+            1 <= self.rollout_steps <= self.seq_len,
+            f"rollout_steps must be in [1, seq_len={self.seq_len}], got {self.rollout_steps}",
+        )
+        require(0 <= self.ema <= 1, f"ema must be in [0, 1], got {self.ema}")
+        require(
+            self.context == 1 or self.context >= self.seq_len,
+            f"context must be 1 or >= seq_len={self.seq_len}, got {self.context}",
+        )
+        require(0 < self.holdout < 1, f"holdout must be in (0, 1), got {self.holdout}")
+
+
+@dataclass
+class CollectConfig:
+    """`scripts/collect_rollouts.py`: environment rollouts into a memory-mapped rollout store."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium env id."""
+    steps: int = 10000
+    """Transitions to collect (appended if the store exists)."""
+    out: Path = Path("data/cartpole")
+    """Rollout store folder."""
+    obs: Literal["pixels", "state"] = "pixels"
+    """Observation mode; the state vector is stored in both."""
+    num_envs: int = 4
+    """Parallel (vectorised) envs."""
+    seed: int = 0
+    """Seed of the random policy and the env resets."""
+    size: int = 64
+    """Frame side in pixels."""
+    frame_stack: int = 2
+    """Consecutive frames per observation (2 = one tubelet, so motion is visible)."""
+    grayscale: bool = False
+    """Single-channel frames."""
+    video_dir: Path | None = None
+    """Also write each episode as mp4 here (for pretrain_video.py --data)."""
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+@dataclass
+class PlannerConfig:
+    """Which planner and its settings."""
+
+    planner: Literal["auto", "cem", "mppi", "categorical_cem"] = "auto"
+    """auto = categorical_cem for discrete actions, cem for continuous ones."""
+    horizon: int = 10
+    """Planning horizon H."""
+    samples: int = 64
+    """Candidate sequences S per iteration."""
+    elites: int = 8
+    """Elites refitting the sampling distribution."""
+    iterations: int = 3
+    """Planner iterations per decision."""
+    temperature: float = 0.5
+    """MPPI temperature."""
+    momentum: float = 0.1
+    """Weight of the previous distribution in each refit."""
+    replan_every: int = 1
+    """Actions executed from each plan before replanning."""
+
+
+@dataclass
+class PlanConfig(PlannerConfig):
+    """`scripts/plan.py`: collect, train a world model (or load one), plan in latent space, report."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium env id."""
+    obs: Literal["pixels", "state"] = "pixels"
+    """Observation mode of the world model."""
+    model: Path | None = None
+    """A trained world-model folder; None = collect, train and cache one in out/model."""
+    episodes: int = 10
+    """Evaluation episodes (their seeds differ from those used for data collection)."""
+    seed: int = 0
+    """Seed of collection, training and planning."""
+    out: Path | None = None
+    """Run folder (default runs/plan-<env>-<obs>)."""
+    goal: bool = False
+    """Plan toward the env's goal image (envs that expose one, e.g. vjepa_agent/PointGoal-v0)."""
+    goal_weight: float | None = None
+    """Weight of the goal-latent distance (None = the env preset)."""
+    termination_penalty: float | None = None
+    """Extra cost of predicted termination (None = the env preset)."""
+    collect_steps: int | None = None
+    """Random-policy environment steps for training (None = the env preset)."""
+    train_steps: int | None = None
+    """World-model optimizer steps (None = the env preset)."""
+    max_episode_steps: int | None = None
+    """Cap on evaluation episode length (None = the env's own limit)."""
+    video: bool = True
+    """Write an mp4 of the first evaluation episode."""

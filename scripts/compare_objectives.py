@@ -1,0 +1,31 @@
+"""JEPA vs pixel reconstruction (MAE) across noise levels, and the EMA-teacher ablation.
+
+    python scripts/compare_objectives.py --out runs/compare                 # JEPA vs MAE at noise 0, 0.5, 1
+    python scripts/compare_objectives.py --out runs/ema --ablate ema        # EMA as configured vs momentum 0
+    python scripts/compare_objectives.py --out runs/compare_gpu --budget 10 # 10x the steps and videos
+
+Every run pretrains the same encoder and predictor with the same masks, steps, batch and learning
+rate on the synthetic 'pretrain' split at one noise strength; its frozen encoder is then probed
+(attentive and linear) on 'probe_train' and scored on 'probe_test' at the same strength. The
+default budget takes about 30 minutes on 2 CPU cores. Shared pretraining settings are flags under
+--pretrain (e.g. --pretrain.encoder.dim 192). Writes results.md, compare.png and summary.json.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vjepa_agent.compare import CompareConfig, run_compare  # noqa: E402
+from vjepa_agent.config import load_config  # noqa: E402
+from vjepa_agent.errors import cli_entry  # noqa: E402
+
+
+@cli_entry
+def main():
+    cfg = load_config(CompareConfig, description=__doc__)
+    run_compare(cfg)
+
+
+if __name__ == "__main__":
+    main()

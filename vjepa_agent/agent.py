@@ -1,0 +1,183 @@
+"""The MPC agent: observation in, encode, plan in latent space, act; warm-started replanning.
+
+    agent = MPCAgent(wm, env.action_space, objective=LatentObjective(goal=z_goal), planner="categorical_cem")
+    agent.reset(num_envs=1)
+    action = agent.act(obs[None])[0]
+
+The agent batches E environments (obs (E, ...)), owns the warm start, and times itself:
+`stats()` splits wall time into encoding, model calls inside the cost (the predictor rollout and
+heads) and the planner's own work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vjepa_agent import planning, seeding
+from vjepa_agent.config import PlannerConfig
+from vjepa_agent.errors import require
+from vjepa_agent.world_model import WorldModel
+
+
+@dataclass
+class LatentObjective:
+    """Cost of imagined trajectories: goal distance + negative expected return (+ termination penalty).
+
+    cost = goal_weight * goal_distance(traj, goal, p, final_only)
+           + reward_weight * reward_cost(predicted rewards, predicted terminations, discount, penalty)
+    """
+
+    goal: torch.Tensor | None = None
+    """Goal latent (E, *latent) or (*latent); None = no goal term."""
+    goal_weight: float = 1.0
+    """Weight of the goal distance."""
+    goal_dim_weights: torch.Tensor | None = None
+    """Optional per-latent-dimension weights (*latent) of the goal distance (None = all equal)."""
+    p: int = 2
+    """1 = L1, 2 = squared L2 distance to the goal."""
+    final_only: bool = False
+    """Goal distance at the final step only (True) or summed over every step."""
+    reward_weight: float = 1.0
+    """Weight of the reward term (0 = goal only)."""
+    termination_penalty: float = 0.0
+    """Extra cost times the probability of terminating within the horizon."""
+    discount: float = 0.99
+    """Discount of predicted rewards."""
+
+    def __call__(self, wm: WorldModel, traj: torch.Tensor) -> torch.Tensor:
+        """traj (E, S, H, *latent) -> costs (E, S)."""
+        e = traj.shape[0]
+        cost = torch.zeros(traj.shape[:2], device=traj.device)
+        if self.goal is not None and self.goal_weight:
+            goal = self.goal.to(traj.device).expand(e, *traj.shape[3:])  # (E, *latent)
+            if self.goal_dim_weights is None:
+                dist = planning.goal_distance(traj, goal, p=self.p, final_only=self.final_only)
+            else:
+                per_dim = (traj - goal[:, None, None]).abs().pow(self.p) * self.goal_dim_weights.to(traj.device)
+                per_step = per_dim.flatten(3).mean(-1)  # (E, S, H)
+                dist = per_step[..., -1] if self.final_only else per_step.sum(-1)
+            cost = cost + self.goal_weight * dist
+        if self.reward_weight or self.termination_penalty:
+            term = wm.termination(traj)
+            rew = wm.reward(traj) if self.reward_weight else torch.zeros_like(term)
+            cost = cost + planning.reward_cost(
+                self.reward_weight * rew, term, discount=self.discount, termination_penalty=self.termination_penalty
+            )
+        return cost
+
+
+class MPCAgent:
+    """Model-predictive control with a world model: plan every `replan_every` steps, execute, shift."""
+
+    def __init__(
+        self,
+        wm: WorldModel,
+        action_space,
+        objective: LatentObjective,
+        config: PlannerConfig | None = None,
+        seed: int = 0,
+        env_id: str | None = None,
+    ):
+        self.wm, self.objective, self.seed = wm, objective, seed
+        self.cfg = config or PlannerConfig()
+        kind = planning.action_space_kind(action_space, env_id)
+        name = self.cfg.planner
+        if name == "auto":
+            name = "categorical_cem" if kind == "discrete" else "cem"
+        planning.check_planner_fits(name, action_space, env_id)
+        require(self.cfg.horizon >= 1, f"horizon must be >= 1, got {self.cfg.horizon}")
+        require(1 <= self.cfg.replan_every <= self.cfg.horizon, "replan_every must be in [1, horizon]")
+        self.planner, self.kind = name, kind
+        self.device = next(wm.parameters()).device
+        if kind == "discrete":
+            self.nvec = planning.action_space_nvec(action_space, env_id)
+            self.start = int(getattr(action_space, "start", 0))
+        else:
+            self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+            self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self.reset(1)
+
+    # ---- state ----
+    def reset(self, num_envs: int = 1) -> None:
+        """Forget plans; new per-env generators (env e always draws from (seed, e))."""
+        self.num_envs = num_envs
+        self.generators = [seeding.generator("plan", self.seed, e) for e in range(num_envs)]
+        h = self.cfg.horizon
+        if self.kind == "discrete":
+            self.probs = planning.uniform_probs(self.nvec, num_envs, h, device=self.device)
+        else:
+            self.mean, self.std = planning.gaussian_init(self.low, self.high, num_envs, h)
+        self.plan: torch.Tensor | None = None
+        self.plan_step = 0
+        self.timing = {"encode": 0.0, "model": 0.0, "total": 0.0, "decisions": 0, "plans": 0}
+        self.last_traj: torch.Tensor | None = None
+
+    def reseed(self, seed: int) -> None:
+        self.seed = seed
+        self.reset(self.num_envs)
+
+    # ---- acting ----
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """obs (E, ...) batched observations -> (E,) discrete or (E, A) continuous env actions."""
+        t0 = time.perf_counter()
+        if self.plan is None or self.plan_step >= self.cfg.replan_every:
+            obs = torch.as_tensor(np.asarray(obs), device=self.device)
+            z = self.wm.encode(obs)  # (E, *latent)
+            self.timing["encode"] += time.perf_counter() - t0
+            self._replan(z)
+        action = self.plan[:, self.plan_step]
+        self.plan_step += 1
+        self.timing["total"] += time.perf_counter() - t0
+        self.timing["decisions"] += 1
+        if self.kind == "discrete":
+            return (action[:, 0] + self.start).cpu().numpy()
+        return action.cpu().numpy()
+
+    def _replan(self, z: torch.Tensor) -> None:
+        start_latent = z[:, None]  # (E, 1, *latent) broadcasts over samples
+
+        def cost_fn(actions: torch.Tensor) -> torch.Tensor:
+            t = time.perf_counter()
+            acts = actions[..., 0] if self.kind == "discrete" else actions  # (E, S, H[, A])
+            traj = self.wm.rollout(start_latent, acts)  # (E, S, H, *latent)
+            cost = self.objective(self.wm, traj)
+            self.timing["model"] += time.perf_counter() - t
+            return cost
+
+        c = self.cfg
+        if self.planner == "categorical_cem":
+            result = planning.categorical_cem(
+                cost_fn, self.probs, self.nvec, num_samples=c.samples, num_elites=c.elites,
+                iterations=c.iterations, momentum=c.momentum, generator=self.generators,
+            )
+            uniform = planning.uniform_probs(self.nvec, self.num_envs, c.horizon, device=self.device)
+            self.probs = planning.shift_warm_start(result.probs, uniform)
+        else:
+            fn = planning.cem if self.planner == "cem" else planning.mppi
+            kwargs = dict(num_samples=c.samples, num_elites=c.elites, iterations=c.iterations, momentum=c.momentum, generator=self.generators)
+            if self.planner == "mppi":
+                kwargs["temperature"] = c.temperature
+            result = fn(cost_fn, self.mean, self.std, self.low, self.high, **kwargs)
+            init_mean, init_std = planning.gaussian_init(self.low, self.high, self.num_envs, c.horizon)
+            self.mean = planning.shift_warm_start(result.mean, init_mean)
+            self.std = planning.shift_warm_start(result.std, init_std)
+        self.plan, self.plan_step = result.actions, 0
+        self.timing["plans"] += 1
+
+    def stats(self) -> dict[str, float]:
+        """Per-decision timing: ms per action (encoder included), model vs planner overhead."""
+        t, n = self.timing, max(1, self.timing["decisions"])
+        overhead = t["total"] - t["encode"] - t["model"]
+        return {
+            "ms_per_action": 1000 * t["total"] / n,
+            "ms_encode_per_plan": 1000 * t["encode"] / max(1, t["plans"]),
+            "ms_model_per_plan": 1000 * t["model"] / max(1, t["plans"]),
+            "ms_planner_overhead_per_plan": 1000 * overhead / max(1, t["plans"]),
+            "planner_overhead_ratio": overhead / max(t["model"], 1e-9),
+            "decisions": t["decisions"],
+        }

@@ -1,0 +1,523 @@
+"""The library's own evidence: JEPA vs pixel reconstruction across noise, and the EMA ablation.
+
+`run_compare(CompareConfig)` is the body of `scripts/compare_objectives.py`:
+
+1. For each nuisance strength in `noise_levels`, render the labelled probe sets once (disjoint
+   'probe_train' / 'probe_test' splits of the synthetic videos at that strength).
+2. Pretrain each variant on the 'pretrain' split at that strength, each in its own subprocess
+   (one Accelerator per process), all with the same `pretrain` config: encoder and predictor
+   sizes, masks, steps, batch, learning rate and seed. Variants are the objectives JEPA and MAE,
+   or with `ablate="ema"` JEPA with the configured EMA against momentum 0 (teacher = current
+   student, stop-gradient).
+3. Freeze each exported encoder, cache its tokens on the probe sets, train the attentive and the
+   linear probe on 'probe_train' and score them on 'probe_test'. A randomly initialised encoder
+   (the runs' common starting point) is probed as the floor.
+4. Write `results.md` (table), `compare.png` (plot), `summary.json`, and print the summary's path.
+
+A finished run whose config matches is reused, so an interrupted comparison continues where it
+stopped. `budget` scales steps and videos (1 = about 30 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from vjepa_agent.config import (
+    EncoderConfig,
+    PredictorConfig,
+    PretrainConfig,
+    save_yaml,
+    to_dict,
+)
+from vjepa_agent.errors import UserError, require
+from vjepa_agent.probe import ProbeKind, extract_features, fit_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compare_pretrain_defaults() -> PretrainConfig:
+    """The pretraining shared by every compared run: sized for 2 CPU cores (see README)."""
+    return PretrainConfig(
+        max_steps=1000,
+        synthetic_videos=2048,
+        batch_size=8,
+        frames_per_clip=8,
+        crop_size=64,
+        encoder=EncoderConfig(dim=96, depth=4, heads=4, patch_size=8),
+        predictor=PredictorConfig(dim=64, depth=2, heads=4),
+        # The library default (0.998 -> 1.0) is V-JEPA's, made for ~10^5 steps: over 10^3 steps it
+        # would leave ~40% of the random initialisation in the probed teacher.
+        ema=(0.99, 0.999),
+        warmup_steps=50,
+        log_every=10,
+        monitor_every=10,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+    )
+
+
+@dataclass
+class CompareConfig:
+    """`scripts/compare_objectives.py`: JEPA vs MAE across noise levels, or the EMA ablation."""
+
+    out: Path = Path("runs/compare")
+    """Output folder: runs/, results.md, compare.png, summary.json."""
+    ablate: Literal["ema"] | None = None
+    """None = compare the objectives JEPA and MAE; 'ema' = JEPA with the configured EMA vs momentum 0."""
+    budget: float = 1.0
+    """Scales pretraining steps and all video counts (1 = about 30 minutes on 2 CPU cores)."""
+    noise_levels: tuple[float, ...] | None = None
+    """Nuisance strengths in [0, 1]; None = (0, 0.5, 1) for the objectives, (0, 1) for the EMA ablation."""
+    probes: tuple[ProbeKind, ...] = ("attentive", "linear")
+    """Frozen probes trained on each encoder."""
+    probe_train_videos: int = 1024
+    """Labelled videos the probes train on (split 'probe_train'; scaled by budget, at least 32)."""
+    probe_test_videos: int = 512
+    """Labelled videos the probes are scored on (split 'probe_test'; scaled by budget, at least 32)."""
+    probe_epochs: int = 40
+    """Probe training epochs over the cached features."""
+    random_baseline: bool = True
+    """Also probe the randomly initialised encoder (the common starting point of every run)."""
+    pretrain: PretrainConfig = field(default_factory=compare_pretrain_defaults)
+    """The pretraining shared by every run; objective, synthetic_noise, out (and ema) are set per run."""
+
+    def levels(self) -> tuple[float, ...]:
+        if self.noise_levels is not None:
+            return tuple(self.noise_levels)
+        return (0.0, 1.0) if self.ablate == "ema" else (0.0, 0.5, 1.0)
+
+    def validate(self) -> None:
+        """Fail in one line before anything is trained."""
+        require(self.budget > 0, f"budget must be > 0, got {self.budget}")
+        levels = self.levels()
+        require(len(levels) >= 1, "pass at least one noise level")
+        require(all(0 <= x <= 1 for x in levels), f"noise levels must lie in [0, 1], got {levels}")
+        require(len(set(levels)) == len(levels), f"noise levels must be distinct, got {levels}")
+        require(len(self.probes) >= 1, "pass at least one probe (attentive, linear)")
+        require(self.probe_epochs >= 1, f"probe_epochs must be >= 1, got {self.probe_epochs}")
+        require(
+            self.pretrain.data is None,
+            "the comparison uses the labelled synthetic videos; leave pretrain.data unset",
+        )
+        self.pretrain.validate()
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Variant:
+    """One pretraining recipe of the comparison."""
+
+    name: str
+    label: str
+    objective: str
+    ema: tuple[float, float]
+
+
+def variants(cfg: CompareConfig) -> list[Variant]:
+    base = cfg.pretrain.ema
+    if cfg.ablate == "ema":
+        return [
+            Variant("ema", f"JEPA, EMA {base[0]:g}->{base[1]:g}", "jepa", tuple(base)),
+            Variant("no_ema", "JEPA, momentum 0", "jepa", (0.0, 0.0)),
+        ]
+    return [Variant("jepa", "JEPA", "jepa", tuple(base)), Variant("mae", "MAE", "mae", tuple(base))]
+
+
+def scale(n: int, budget: float, minimum: int) -> int:
+    return max(minimum, round(n * budget))
+
+
+def run_config(cfg: CompareConfig, variant: Variant, noise: float) -> PretrainConfig:
+    """The pretraining config of one run: the shared config, scaled by budget, with this variant and noise."""
+    base = cfg.pretrain
+    return dataclasses.replace(
+        base,
+        out=Path(cfg.out) / "runs" / f"{variant.name}_noise{noise:g}",
+        objective=variant.objective,
+        ema=variant.ema,
+        synthetic_noise=noise,
+        max_steps=scale(base.max_steps, cfg.budget, 1),
+        warmup_steps=round(base.warmup_steps * min(1.0, cfg.budget)),
+        synthetic_videos=scale(base.synthetic_videos, cfg.budget, base.batch_size),
+        resume="auto",
+    )
+
+
+def pretrain_in_subprocess(run: PretrainConfig) -> dict[str, Any]:
+    """Pretrain one run in a fresh Python process (its own Accelerator); reuse it when already finished."""
+    out = Path(run.out)
+    wanted = to_dict(run)
+    if (out / "config.yaml").is_file():
+        found = yaml.safe_load((out / "config.yaml").read_text())
+        if found != wanted:
+            raise UserError(
+                f"'{out}' holds a run with a different configuration; choose another --out or delete that folder"
+            )
+        if (out / "summary.json").is_file() and (out / "export" / "config.json").is_file():
+            print(f"reusing finished run {out}")
+            return json.loads((out / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out.parent / f"{out.name}.yaml"
+    save_yaml(run, spec)
+    code = (
+        "import sys; from vjepa_agent.config import PretrainConfig, from_yaml; "
+        "from vjepa_agent.train.pretrain import pretrain; pretrain(from_yaml(sys.argv[1], PretrainConfig()))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    with open(out / "pretrain.log", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(spec)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    if proc.returncode != 0:
+        tail = (out / "pretrain.log").read_text()[-2000:]
+        raise RuntimeError(
+            f"pretraining {out} failed (exit {proc.returncode}); end of {out / 'pretrain.log'}:\n{tail}"
+        )
+    return json.loads((out / "summary.json").read_text())
+
+
+def read_curves(run_dir: Path) -> list[dict[str, float]]:
+    """(step, loss, teacher_std, effective_rank) from the run's metrics.jsonl, at the monitored steps."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keys = ("step", "loss", "teacher_std", "effective_rank")
+    return [{k: r[k] for k in keys} for r in rows if "effective_rank" in r]
+
+
+# ---------------------------------------------------------------------------- probing
+
+
+class ClipCache(Dataset):
+    """A dataset's clips rendered once and held in memory (float16): every encoder sees the same clips."""
+
+    def __init__(self, dataset: Dataset):
+        first = dataset[0]["video"]
+        self.videos = torch.empty(
+            (len(dataset), *first.shape), dtype=torch.float16
+        )  # (M, C, T, H, W)
+        self.labels = torch.empty(len(dataset), dtype=torch.long)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            self.videos[i], self.labels[i] = item["video"], item["label"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "video": self.videos[i].float(),
+            "label": int(self.labels[i]),
+            "index": i,
+            "skipped": [],
+        }
+
+
+def probe_encoder(
+    encoder: torch.nn.Module, train: Dataset, test: Dataset, cfg: CompareConfig, names: list[str]
+) -> dict:
+    """Cache the frozen encoder's tokens once, then train and score every configured probe."""
+    from vjepa_agent.data.synthetic import NUM_CLASSES
+
+    train_feats = extract_features(encoder, train)
+    test_feats = extract_features(encoder, test)
+    return {
+        kind: fit_and_evaluate(
+            kind,
+            train_feats,
+            test_feats,
+            NUM_CLASSES,
+            names,
+            epochs=cfg.probe_epochs,
+            seed=cfg.pretrain.seed,
+        )
+        for kind in cfg.probes
+    }
+
+
+# ---------------------------------------------------------------------------- the comparison
+
+
+def run_compare(cfg: CompareConfig) -> dict:
+    """Pretrain, probe, tabulate and plot; writes out/summary.json and returns it."""
+    from vjepa_agent.checkpoint import load_encoder
+    from vjepa_agent.data.synthetic import NUM_CLASSES
+    from vjepa_agent.models.encoder import VideoEncoder
+    from vjepa_agent.probe import synthetic_class_names, synthetic_probe_sets
+
+    cfg.validate()
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    names = synthetic_class_names()
+    pre = cfg.pretrain
+    n_train, n_test = (
+        scale(cfg.probe_train_videos, cfg.budget, 32),
+        scale(cfg.probe_test_videos, cfg.budget, 32),
+    )
+
+    runs: list[dict[str, Any]] = []
+    for noise in cfg.levels():
+        # 1. the probe sets at this noise strength, rendered once
+        train_set, test_set = synthetic_probe_sets(
+            n_train, n_test, pre.frames_per_clip, pre.crop_size, noise, pre.seed
+        )
+        train_set, test_set = ClipCache(train_set), ClipCache(test_set)
+        # 2. the floor: the untrained encoder every run starts from
+        if cfg.random_baseline:
+            torch.manual_seed(pre.seed)
+            encoder = VideoEncoder(pre.encoder).eval().requires_grad_(False)
+            probes = probe_encoder(encoder, train_set, test_set, cfg, names)
+            runs.append(
+                {"variant": "random", "label": "random init", "noise": noise, "probe": probes}
+            )
+            print(f"noise {noise:g}  random init  " + _accuracy_line(probes))
+        # 3. pretrain each variant, freeze, probe
+        for variant in variants(cfg):
+            run = run_config(cfg, variant, noise)
+            t0 = time.perf_counter()
+            summary = pretrain_in_subprocess(run)
+            encoder, _ = load_encoder(run.out, "teacher")
+            probes = probe_encoder(encoder, train_set, test_set, cfg, names)
+            (Path(run.out) / "probe.json").write_text(json.dumps(probes, indent=2))
+            runs.append(
+                {
+                    "variant": variant.name,
+                    "label": variant.label,
+                    "objective": variant.objective,
+                    "ema": list(variant.ema),
+                    "noise": noise,
+                    "run_dir": str(run.out),
+                    "steps": summary["steps"],
+                    "final_loss": summary["final_loss"],
+                    "teacher_std": summary["teacher_std"],
+                    "effective_rank": summary["effective_rank"],
+                    "train_seconds": summary["train_seconds"],
+                    "run_seconds": time.perf_counter() - t0,
+                    "probe": probes,
+                    "curves": read_curves(run.out),
+                }
+            )
+            print(f"noise {noise:g}  {variant.label}  " + _accuracy_line(probes))
+
+    # 4. headline numbers, table, plot, summary
+    summary = {
+        "mode": "ema" if cfg.ablate == "ema" else "objectives",
+        "noise_levels": list(cfg.levels()),
+        "budget": cfg.budget,
+        "steps": run_config(cfg, variants(cfg)[0], 0.0).max_steps,
+        "probe_train_videos": n_train,
+        "probe_test_videos": n_test,
+        "num_classes": NUM_CLASSES,
+        "probes": list(cfg.probes),
+        "runs": [{k: v for k, v in r.items() if k != "curves"} for r in runs],
+    }
+    summary.update(ema_verdict(runs, cfg) if cfg.ablate == "ema" else objective_verdict(runs, cfg))
+    table = out / "results.md"
+    table.write_text(ema_table(runs, cfg) if cfg.ablate == "ema" else objective_table(runs, cfg))
+    plot = out / "compare.png"
+    (plot_ema if cfg.ablate == "ema" else plot_objectives)(runs, cfg, plot)
+    summary.update(
+        {"table": str(table), "plot": str(plot), "wall_seconds": time.perf_counter() - start}
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(table.read_text())
+    print(out / "summary.json")
+    return summary
+
+
+def _accuracy_line(probes: dict) -> str:
+    return "  ".join(f"{kind} top-1 {m['top1']:.3f}" for kind, m in probes.items())
+
+
+def _top1(runs: list[dict], variant: str, noise: float, kind: str) -> float:
+    for r in runs:
+        if r["variant"] == variant and r["noise"] == noise:
+            return r["probe"][kind]["top1"]
+    return math.nan
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def objective_verdict(runs: list[dict], cfg: CompareConfig) -> dict:
+    """The claim: JEPA loses less accuracy to noise than MAE, >= 10 points ahead at the strongest noise."""
+    lo, hi = min(cfg.levels()), max(cfg.levels())
+    kind = cfg.probes[0]
+    gap = {k: _top1(runs, "jepa", hi, k) - _top1(runs, "mae", hi, k) for k in cfg.probes}
+    drop = {v: _top1(runs, v, lo, kind) - _top1(runs, v, hi, kind) for v in ("jepa", "mae")}
+    return {
+        "headline_probe": kind,
+        "gap_at_strongest_noise": gap,
+        "drop_from_weakest_to_strongest_noise": drop,
+        "expectation": "JEPA's accuracy falls less with noise than MAE's, >= 0.10 ahead at the strongest noise",
+        "expectation_met": bool(gap[kind] >= 0.10 and drop["jepa"] < drop["mae"]),
+    }
+
+
+def ema_verdict(runs: list[dict], cfg: CompareConfig) -> dict:
+    """The claim: without EMA the effective rank falls toward 1 (collapse); with EMA it does not."""
+    threshold = cfg.pretrain.collapse_rank
+    final = {
+        f"{r['variant']}_noise{r['noise']:g}": r["effective_rank"]
+        for r in runs
+        if r["variant"] in ("ema", "no_ema")
+    }
+    lowest = {
+        f"{r['variant']}_noise{r['noise']:g}": min(
+            (c["effective_rank"] for c in r["curves"]), default=math.nan
+        )
+        for r in runs
+        if r["variant"] in ("ema", "no_ema")
+    }
+    no_ema = [v for k, v in final.items() if k.startswith("no_ema")]
+    ema = [v for k, v in final.items() if k.startswith("ema")]
+    return {
+        "final_effective_rank": final,
+        "min_effective_rank": lowest,
+        "collapse_rank_threshold": threshold,
+        "expectation": f"without EMA the final effective rank falls below {threshold:g} (toward 1); with EMA it stays above",
+        "expectation_met": bool(
+            all(v < threshold for v in no_ema) and all(v >= threshold for v in ema)
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def objective_table(runs: list[dict], cfg: CompareConfig) -> str:
+    """Markdown: probe top-1 (%) per noise level, one column per (variant, probe)."""
+    names = [("jepa", "JEPA"), ("mae", "MAE")] + (
+        [("random", "random init")] if cfg.random_baseline else []
+    )
+    cols = [(v, label, k) for k in cfg.probes for v, label in names]
+    lines = [
+        "| noise | "
+        + " | ".join(f"{label} {k}" for _, label, k in cols)
+        + f" | JEPA - MAE ({cfg.probes[0]}) |",
+        "|---" * (len(cols) + 2) + "|",
+    ]
+    for noise in cfg.levels():
+        cells = [_pct(_top1(runs, v, noise, k)) for v, _, k in cols]
+        gap = _top1(runs, "jepa", noise, cfg.probes[0]) - _top1(runs, "mae", noise, cfg.probes[0])
+        lines.append(f"| {noise:g} | " + " | ".join(cells) + f" | {100 * gap:+.1f} |")
+    chance = next(iter(runs[0]["probe"].values()))["chance"] if runs else math.nan
+    steps = run_config(cfg, variants(cfg)[0], 0.0).max_steps
+    lines += [
+        "",
+        f"Probe top-1 accuracy (%) on {scale(cfg.probe_test_videos, cfg.budget, 32)} held-out clips, "
+        f"16 classes, chance {_pct(chance)}%. Pretraining: {steps} steps per run, batch {cfg.pretrain.batch_size}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def ema_table(runs: list[dict], cfg: CompareConfig) -> str:
+    """Markdown: one row per run with the collapse monitors next to the probe accuracy."""
+    head = "| run | noise | final loss | teacher std | effective rank (first -> final, min) | "
+    head += " | ".join(f"{k} top-1 (%)" for k in cfg.probes) + " |"
+    lines = [head, "|---" * (5 + len(cfg.probes)) + "|"]
+    for r in runs:
+        acc = " | ".join(_pct(r["probe"][k]["top1"]) for k in cfg.probes)
+        if r["variant"] == "random":
+            lines.append(f"| random init | {r['noise']:g} | | | | {acc} |")
+            continue
+        ranks = [c["effective_rank"] for c in r["curves"]] or [r["effective_rank"]]
+        lines.append(
+            f"| {r['label']} | {r['noise']:g} | {r['final_loss']:.4f} | {r['teacher_std']:.4f} | "
+            f"{ranks[0]:.2f} -> {r['effective_rank']:.2f}, {min(ranks):.2f} | {acc} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_objectives(runs: list[dict], cfg: CompareConfig, path: Path) -> None:
+    """Probe accuracy vs noise strength: one colour per objective, one line style per probe."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    levels = list(cfg.levels())
+    colours = {"jepa": "tab:blue", "mae": "tab:orange", "random": "tab:gray"}
+    labels = {"jepa": "JEPA", "mae": "MAE", "random": "random init"}
+    for variant, colour in colours.items():
+        if variant == "random" and not cfg.random_baseline:
+            continue
+        for kind, style in zip(cfg.probes, ("-", "--")):
+            acc = [100 * _top1(runs, variant, x, kind) for x in levels]
+            ax.plot(
+                levels, acc, style, marker="o", color=colour, label=f"{labels[variant]} ({kind})"
+            )
+    chance = next(iter(runs[0]["probe"].values()))["chance"] if runs else 1 / 16
+    ax.axhline(100 * chance, color="black", linestyle=":", linewidth=1, label="chance")
+    ax.set(xlabel="nuisance noise strength", ylabel="probe top-1 accuracy (%)", ylim=(0, 100))
+    ax.set_title("Frozen probe vs noise, equal pretraining budget")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ema(runs: list[dict], cfg: CompareConfig, path: Path) -> None:
+    """Three panels: teacher std and effective rank over training, and probe accuracy per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    trained = [r for r in runs if r["variant"] != "random"]
+    for r in trained:
+        steps = [c["step"] for c in r["curves"]]
+        style = "-" if r["variant"] == "ema" else "--"
+        label = f"{r['label']}, noise {r['noise']:g}"
+        axes[0].plot(steps, [c["teacher_std"] for c in r["curves"]], style, label=label)
+        axes[1].plot(steps, [c["effective_rank"] for c in r["curves"]], style, label=label)
+    axes[0].set(xlabel="step", ylabel="teacher embedding std", title="Teacher std")
+    axes[1].set(
+        xlabel="step", ylabel="effective rank", title="Effective rank (1 = collapse)", yscale="log"
+    )
+    axes[1].axhline(cfg.pretrain.collapse_rank, color="black", linestyle=":", linewidth=1)
+    axes[0].legend(fontsize=7)
+    names = [f"{r['label']}\nnoise {r['noise']:g}" for r in runs]
+    width = 0.8 / len(cfg.probes)
+    for i, kind in enumerate(cfg.probes):
+        xs = [j + (i - (len(cfg.probes) - 1) / 2) * width for j in range(len(runs))]
+        axes[2].bar(xs, [100 * r["probe"][kind]["top1"] for r in runs], width, label=kind)
+    chance = next(iter(runs[0]["probe"].values()))["chance"] if runs else 1 / 16
+    axes[2].axhline(100 * chance, color="black", linestyle=":", linewidth=1, label="chance")
+    axes[2].set_xticks(range(len(runs)), names, fontsize=7)
+    axes[2].set(ylabel="probe top-1 accuracy (%)", title="Frozen probe", ylim=(0, 100))
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""What `scripts/plan.py` runs: check inputs, get a world model (load, or collect + train + cache),
+plan in real environments with the MPC agent, and report (summary.json, mp4, plot).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import envs
+from vjepa_agent import planning
+from vjepa_agent.agent import LatentObjective, MPCAgent
+from vjepa_agent.config import PlanConfig, WorldModelConfig
+from vjepa_agent.errors import UserError, require
+from vjepa_agent.world_model import WorldModel
+
+# Per-env defaults; every entry can be overridden by a flag. `goal_state` is a state whose rendering
+# is the default goal (CartPole: the pole upright over the centre), planned toward with goal_weight.
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(
+        goal_state=[0.0, 0.0, 0.0, 0.0],
+        # state mode: weigh cart position and pole angle (rad) only; penalising velocities makes
+        # the planner let the cart drift (measured with the true physics: 500/500 vs ~150 steps)
+        goal_state_weights=[1.0, 0.0, 100.0, 0.0],
+        goal_weight=1.0,
+        termination_penalty=20.0,
+        collect_steps={"pixels": 20000, "state": 5000},
+        train_steps={"pixels": 2000, "state": 800},
+    ),
+    "Pendulum-v1": dict(collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}),
+    "Acrobot-v1": dict(collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}),
+    envs.POINT_GOAL_ID: dict(
+        goal_weight=1.0,
+        termination_penalty=0.0,
+        collect_steps={"pixels": 10000, "state": 5000},
+        train_steps={"pixels": 1500, "state": 800},
+    ),
+}
+DEFAULTS = dict(goal_weight=0.0, termination_penalty=0.0, collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1000})
+EVAL_SEED_OFFSET = 100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
+
+
+def preset(cfg: PlanConfig, key: str):
+    value = getattr(cfg, key, None)
+    if value is not None:
+        return value
+    value = ENV_PRESETS.get(cfg.env, {}).get(key, DEFAULTS.get(key))
+    return value[cfg.obs] if isinstance(value, dict) else value
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_inputs(cfg: PlanConfig) -> gym.Env:
+    """All the one-line errors, before any training: env, obs mode, planner, goal, model."""
+    envs.pixels.check_env_id(cfg.env)
+    kwargs = {}
+    if cfg.obs == "state" and "rgb_array" in _render_modes(cfg.env):
+        kwargs["render_mode"] = "rgb_array"  # for the episode video only
+    env = envs.make_env(cfg.env, obs=cfg.obs, seed=cfg.seed, **kwargs)  # unknown id / no rgb_array -> UserError
+    planning.action_space_kind(env.action_space, cfg.env)  # an action space we cannot plan over
+    if cfg.planner != "auto":
+        planning.check_planner_fits(cfg.planner, env.action_space, cfg.env)
+    if cfg.goal:
+        require(
+            hasattr(env.unwrapped, "goal_image"),
+            f"--goal needs an env with a goal image, and {cfg.env} has none; try --env {envs.POINT_GOAL_ID}",
+        )
+    require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
+    if cfg.model is not None:
+        meta_path = Path(cfg.model) / "config.json"
+        require(meta_path.is_file(), f"--model '{cfg.model}' holds no world model (config.json missing)")
+        meta = json.loads(meta_path.read_text())
+        trained = meta.get("env", {})
+        require(
+            trained.get("env_id") == cfg.env and trained.get("obs") == cfg.obs,
+            f"--model '{cfg.model}' was trained on {trained.get('env_id')} ({trained.get('obs')}) but you asked "
+            f"for {cfg.env} ({cfg.obs}); pass a model trained on this env and observation mode",
+        )
+    return env
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, Any]]:
+    """Load --model, reuse out/model when it matches, or collect random-policy data and train one."""
+    if cfg.model is not None:
+        wm = WorldModel.from_pretrained(cfg.model)
+        meta = json.loads((Path(cfg.model) / "config.json").read_text())
+        return wm, {"reused": str(cfg.model), **meta.get("summary", {})}
+    cached = out / "model"
+    if (cached / "config.json").is_file():
+        meta = json.loads((cached / "config.json").read_text())
+        if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs:
+            print(f"reusing the world model cached in {cached}")
+            return WorldModel.from_pretrained(cached), {"reused": str(cached), **meta.get("summary", {})}
+    from vjepa_agent.train.world_model import train_world_model
+
+    data = out / "data"
+    steps = preset(cfg, "collect_steps")
+    if not (data / "meta.json").is_file():
+        print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
+        envs.collect_rollouts(cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed)
+    wm_cfg = WorldModelConfig(data=data, out=cached, seed=cfg.seed, steps=preset(cfg, "train_steps"))
+    print(f"training the world model ({wm_cfg.steps} steps) into {cached}")
+    wm, summary = train_world_model(wm_cfg)
+    return wm.eval(), summary
+
+
+def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor | None:
+    """The latent to plan toward: the env's goal image (--goal) or the preset goal state, else None."""
+    goal_state = ENV_PRESETS.get(cfg.env, {}).get("goal_state")
+    if cfg.goal:
+        obs, info = env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
+        goal_obs = info.get("goal_pixels") if cfg.obs == "pixels" else env.unwrapped.goal
+        return wm.encode(torch.as_tensor(np.asarray(goal_obs))[None])[0]
+    if goal_state is None:
+        return None
+    if cfg.obs == "state":
+        return wm.encode(torch.tensor(goal_state, dtype=torch.float32)[None])[0]
+    # pixels: render the goal state as a (static) frame stack
+    env.reset(seed=cfg.seed)
+    env.unwrapped.state = np.array(goal_state, dtype=np.float64)
+    frame = env.process_frame(env.unwrapped.render())  # (C, H, W)
+    stack = np.stack([frame] * env.frame_stack, axis=1)  # (C, T, H, W)
+    return wm.encode(torch.as_tensor(stack)[None])[0]
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def run_episode(agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record: bool, max_steps: int | None):
+    """One episode with the agent; returns (return, length, frames, one-step latent errors)."""
+    obs, _ = env.reset(seed=seed)
+    agent.reset(1)
+    total, steps, frames, errors = 0.0, 0, [], []
+    prev = None
+    while True:
+        action = agent.act(obs[None])[0]
+        if record and env.unwrapped.render_mode == "rgb_array":
+            frames.append(env.unwrapped.render())
+        with torch.no_grad():
+            z = wm.encode(torch.as_tensor(np.asarray(obs))[None])
+            a = torch.as_tensor(np.asarray(action))[None]
+            z_pred = wm.predict(z, a)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        steps += 1
+        with torch.no_grad():
+            z_real = wm.encode(torch.as_tensor(np.asarray(obs))[None])
+        errors.append(float((z_pred - z_real).abs().mean()))
+        prev = z_real
+        if terminated or truncated or (max_steps is not None and steps >= max_steps):
+            break
+    del prev
+    return total, steps, frames, errors
+
+
+def run_plan(cfg: PlanConfig) -> dict[str, Any]:
+    """The whole command: checks, model, evaluation episodes, report. Returns the summary."""
+    out = Path(cfg.out or f"runs/plan-{cfg.env.replace('/', '-')}-{cfg.obs}")
+    env = check_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    wm, train_summary = get_world_model(cfg, out)
+    train_seconds = time.perf_counter() - t0
+    torch.set_num_threads(1)  # one decision is a few small matmuls: threads only add overhead
+    try:
+        objective = LatentObjective(
+            goal=goal_latent(cfg, wm, env),
+            goal_weight=preset(cfg, "goal_weight"),
+            termination_penalty=preset(cfg, "termination_penalty"),
+        )
+        state_weights = ENV_PRESETS.get(cfg.env, {}).get("goal_state_weights")
+        if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
+            # the state latent is (s - mean) / std: raw-unit weights become w * std^2
+            objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
+        agent = MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
+        returns, lengths, first_frames, first_errors = [], [], [], []
+        bar = tqdm(range(cfg.episodes), desc="planning", dynamic_ncols=True)
+        timing = []
+        for i in bar:
+            agent.reseed(cfg.seed + i)
+            ret, length, frames, errors = run_episode(
+                agent, wm, env, cfg.seed + EVAL_SEED_OFFSET + i, record=(i == 0 and cfg.video), max_steps=cfg.max_episode_steps
+            )
+            returns.append(ret)
+            lengths.append(length)
+            timing.append(agent.stats())
+            if i == 0:
+                first_frames, first_errors = frames, errors
+            bar.set_postfix(ret=f"{ret:.1f}", mean=f"{np.mean(returns):.1f}")
+    finally:
+        torch.set_num_threads(threads)
+    decisions = sum(t["decisions"] for t in timing)
+    stats = {k: float(np.average([t[k] for t in timing], weights=[t["decisions"] for t in timing])) for k in timing[0] if k != "decisions"}
+    summary = {
+        "env": cfg.env,
+        "obs": cfg.obs,
+        "mean_return": float(np.mean(returns)),
+        "min_return": float(np.min(returns)),
+        "returns": returns,
+        "episode_lengths": lengths,
+        "episodes": cfg.episodes,
+        "env_steps_trained": int(train_summary.get("env_steps", 0)),
+        "train_seconds": train_seconds,
+        "model_reused": "reused" in train_summary,
+        "world_model": {k: v for k, v in train_summary.items() if isinstance(v, int | float | str)},
+        **stats,
+        "decisions_per_s": 1000.0 / stats["ms_per_action"],
+        "total_decisions": decisions,
+        "planner": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in (
+            "planner", "horizon", "samples", "elites", "iterations", "temperature", "momentum", "replan_every")},
+            "resolved": agent.planner, "goal_weight": objective.goal_weight, "termination_penalty": objective.termination_penalty},
+    }
+    if first_frames:
+        write_video(first_frames, out / "episode.mp4", fps=int(env.metadata.get("render_fps") or 30))
+        summary["video"] = str(out / "episode.mp4")
+    write_plot(returns, first_errors, out / "plan.png", cfg)
+    summary["plot"] = str(out / "plan.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    import imageio.v2 as imageio
+
+    imageio.mimwrite(path, np.stack(frames), fps=fps, macro_block_size=8)
+
+
+def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.bar(range(1, len(returns) + 1), returns)
+    ax1.set(xlabel="episode", ylabel="return", title=f"{cfg.env} ({cfg.obs}): returns")
+    ax2.plot(range(1, len(errors) + 1), errors)
+    ax2.set(xlabel="step of episode 1", ylabel="|predicted - realised| latent (L1)", title="one-step latent error")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _render_modes(env_id: str) -> list[str]:
+    """The render modes an env class declares (without making it)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    creator = load_env_creator(gym.spec(env_id).entry_point)
+    return list(getattr(creator, "metadata", {}).get("render_modes", []))

@@ -1,0 +1,287 @@
+"""`WorldModel`: encoder, action-conditioned predictor and reward / termination heads in one object.
+
+    wm = WorldModel.from_pretrained("runs/cartpole-wm")
+    z = wm.encode(obs)                       # (..., C, T, H, W) uint8 pixels or (..., O) states -> (..., Z)
+    z_next = wm.predict(z, action)           # one step, batched
+    traj = wm.rollout(z, action_seqs)        # z (..., Z), actions (..., H[, A]) -> (..., H, Z)
+    r, p_done = wm.reward(traj), wm.termination(traj)
+
+Latents: pixel observations go through the video ViT, then (compact mode) one linear projection
+of all its tokens, layer-normed without affine: Z = latent_dim. In token mode the latent is every
+layer-normed token, (..., N, D). State observations use the normalised state as the latent
+(it already is the ideal low-dimensional code; nothing to learn, nothing to collapse).
+
+Actions are given as the env takes them: Discrete indices (...,) or (..., 1) long; Box values
+(..., A) float. They are one-hot encoded or scaled to [-1, 1] inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from vjepa_agent import checkpoint as ckpt
+from vjepa_agent.config import EncoderConfig, WorldModelConfig, to_dict
+from vjepa_agent.data.video import IMAGENET_MEAN, IMAGENET_STD
+from vjepa_agent.errors import UserError, require
+from vjepa_agent.models.ac_predictor import ACPredictor
+from vjepa_agent.models.encoder import VideoEncoder
+
+FORMAT = "vjepa_agent.world_model/1"
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+class PixelLatentEncoder(nn.Module):
+    """uint8 frames (B, C, T, H, W) -> latent (B, Z) (compact) or (B, N, D) (tokens)."""
+
+    def __init__(self, enc: EncoderConfig, frame_shape: tuple[int, ...], latent: str, latent_dim: int):
+        super().__init__()
+        self.vit = VideoEncoder(enc)
+        c, t, h, w = frame_shape
+        self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
+        self.latent = latent
+        self.proj = nn.Linear(self.num_tokens * enc.dim, latent_dim) if latent == "compact" else None
+        mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else [0.5] * c).view(c, 1, 1, 1)
+        std = torch.tensor(IMAGENET_STD[:c] if c == 3 else [0.25] * c).view(c, 1, 1, 1)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = (frames.float() / 255.0 - self.mean) / self.std  # (B, C, T, H, W)
+        tokens = self.vit(x)  # (B, N, D)
+        if self.proj is None:
+            return F.layer_norm(tokens, tokens.shape[-1:])  # (B, N, D)
+        z = self.proj(rearrange(tokens, "b n d -> b (n d)"))
+        return F.layer_norm(z, z.shape[-1:])  # (B, Z)
+
+
+class StateLatentEncoder(nn.Module):
+    """State vectors (B, O) -> (state - mean) / std, with statistics fitted on the training data."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim))
+        self.register_buffer("std", torch.ones(obs_dim))
+
+    def fit(self, states: torch.Tensor) -> None:
+        states = states.float().reshape(-1, states.shape[-1])
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0).clamp_min(1e-3))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.float() - self.mean) / self.std
+
+
+def _head(dim: int, hidden: int = 128) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+class WorldModel(nn.Module):
+    """Encoder + action-conditioned predictor + reward and termination heads (see module docstring)."""
+
+    def __init__(self, cfg: WorldModelConfig, env: dict[str, Any]):
+        super().__init__()
+        self.cfg, self.env = cfg, env
+        space = env["action_space"]
+        self.action_kind = {"Discrete": "discrete", "Box": "continuous"}.get(space["type"])
+        require(
+            self.action_kind is not None,
+            f"action space {space['type']} cannot be embedded; use a Discrete or Box action space",
+        )
+        if self.action_kind == "discrete":
+            self.action_dim = int(space["n"])
+        else:
+            require(len(space["shape"]) == 1, f"Box actions must be 1-D, got shape {space['shape']}")
+            self.action_dim = int(space["shape"][0])
+            self.register_buffer("action_low", torch.tensor(space["low"], dtype=torch.float32))
+            self.register_buffer("action_high", torch.tensor(space["high"], dtype=torch.float32))
+        # 1. encoder: pixels through the ViT, states normalised
+        if env["obs"] == "pixels":
+            self.encoder = PixelLatentEncoder(cfg.encoder, tuple(env["pixel_shape"]), cfg.latent, cfg.latent_dim)
+            tokens = 1 if cfg.latent == "compact" else self.encoder.num_tokens
+            latent_dim = cfg.latent_dim if cfg.latent == "compact" else cfg.encoder.resolved().dim
+        else:
+            self.encoder = StateLatentEncoder(int(env["observation_shape"][0]))
+            tokens, latent_dim = 1, int(env["observation_shape"][0])
+        self.tokens_per_frame, self.latent_dim = tokens, latent_dim
+        # 2. predictor and heads
+        self.predictor = ACPredictor(
+            latent_dim,
+            self.action_dim,
+            tokens_per_frame=tokens,
+            dim=cfg.predictor_dim,
+            depth=cfg.predictor_depth,
+            heads=cfg.predictor_heads,
+            max_steps=64,
+        )
+        flat = tokens * latent_dim
+        self.reward_head = _head(flat)
+        self.termination_head = _head(flat)
+        self.inverse_head = nn.Sequential(
+            nn.Linear(2 * flat, 128), nn.GELU(), nn.Linear(128, self.action_dim)
+        )  # (z_t, z_t+1) -> a_t, a training signal only
+
+    # ---- shapes ----
+    @property
+    def compact(self) -> bool:
+        return self.tokens_per_frame == 1
+
+    def _latent_ndim(self) -> int:
+        return 1 if self.compact else 2
+
+    def action_features(self, actions: torch.Tensor) -> torch.Tensor:
+        """Env actions -> predictor inputs (..., A): Discrete indices (...) one-hot, Box (..., A) scaled to [-1, 1]."""
+        if self.action_kind == "discrete":
+            a = actions.long() - int(self.env["action_space"].get("start", 0))
+            return F.one_hot(a, self.action_dim).float()
+        a = actions.float()
+        return 2 * (a - self.action_low) / (self.action_high - self.action_low) - 1
+
+    # ---- the API ----
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations (..., C, T, H, W) uint8 or (..., O) -> latents (..., Z) or (..., N, D)."""
+        obs_ndim = 4 if self.env["obs"] == "pixels" else 1
+        lead = obs.shape[: obs.ndim - obs_ndim]
+        z = self.encoder(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim :]))
+        return z.reshape(*lead, *z.shape[1:])
+
+    def _step_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, T, *latent) -> (B, T, N, D) predictor layout."""
+        return z[:, :, None] if self.compact else z
+
+    def predict_sequence(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: latents (B, T, *latent), env actions (B, T[, A]) -> next latents (B, T, *latent).
+
+        With context 1 every step is predicted from its own latent and action only (Markov);
+        otherwise step t sees steps <= t (block-causal).
+        """
+        feats = self.action_features(actions)  # (B, T, A)
+        if self.cfg.context == 1:
+            b, t = latents.shape[:2]
+            flat = latents.reshape(b * t, 1, *latents.shape[2:])
+            out = self.predictor(self._step_tokens(flat), feats.reshape(b * t, 1, -1))
+            out = out.reshape(b, t, *out.shape[2:])
+        else:
+            out = self.predictor(self._step_tokens(latents), feats)
+        return out[:, :, 0] if self.compact else out
+
+    def predict(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One step: z (..., *latent), action (...) long or (..., A) float -> z_next (..., *latent)."""
+        horizon_axis = action.ndim - 1 if self.action_kind == "continuous" else action.ndim
+        traj = self.rollout(z, action.unsqueeze(horizon_axis))  # (..., 1, *latent)
+        return traj.select(traj.ndim - 1 - self._latent_ndim(), 0)
+
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Imagine H steps: start latents z (..., *latent), actions (..., H) long or (..., H, A) -> (..., H, *latent).
+
+        Leading dims of z broadcast against those of actions (e.g. z (E, 1, Z) with actions
+        (E, S, H) plans S sequences per env). Autoregressive, batched over every leading dim; the
+        predictor sees the last `context` steps (at most seq_len, the longest it was trained on).
+        """
+        lat_nd = self._latent_ndim()
+        act_nd = 1 if self.action_kind == "continuous" else 0  # discrete actions: (..., H) indices
+        a_lead = actions.shape[: actions.ndim - 1 - act_nd]
+        horizon = actions.shape[actions.ndim - 1 - act_nd]
+        z_lead = z.shape[: z.ndim - lat_nd]
+        lead = torch.broadcast_shapes(a_lead, z_lead)
+        z = z.expand(*lead, *z.shape[z.ndim - lat_nd :]).reshape(-1, *z.shape[z.ndim - lat_nd :])
+        a = actions.expand(*lead, *actions.shape[len(a_lead) :]).reshape(-1, *actions.shape[len(a_lead) :])
+        feats = self.action_features(a)  # (B, H, A)
+        window = 1 if self.cfg.context == 1 else self.cfg.seq_len
+        history = [z]
+        for k in range(horizon):
+            start = max(0, k + 1 - window)
+            lat = torch.stack(history[start:], dim=1)  # (B, t, *latent)
+            nxt = self.predictor(self._step_tokens(lat), feats[:, start : k + 1])[:, -1]
+            history.append(nxt[:, 0] if self.compact else nxt)
+        traj = torch.stack(history[1:], dim=1)  # (B, H, *latent)
+        return traj.reshape(*lead, horizon, *traj.shape[2:])
+
+    def _flat(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.compact else z.flatten(-2)
+
+    def reward(self, z: torch.Tensor) -> torch.Tensor:
+        """Predicted reward for arriving in latent z: (..., *latent) -> (...)."""
+        return self.reward_head(self._flat(z))[..., 0]
+
+    def termination(self, z: torch.Tensor) -> torch.Tensor:
+        """Predicted probability that latent z is terminal: (..., *latent) -> (...) in [0, 1]."""
+        return torch.sigmoid(self.termination_logits(z))
+
+    def termination_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.termination_head(self._flat(z))[..., 0]
+
+    def inverse_dynamics(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        """Action logits (Discrete) or scaled action (Box) that led from z to z_next: (..., A)."""
+        return self.inverse_head(torch.cat([self._flat(z), self._flat(z_next)], dim=-1))
+
+    # ---- adapters ----
+    def as_tensordict_module(self):
+        """A TensorDictModule mapping ("latent", "action") -> ("next", "latent") (TorchRL convention)."""
+        from tensordict.nn import TensorDictModule
+
+        return TensorDictModule(_PredictStep(self), in_keys=["latent", "action"], out_keys=[("next", "latent")])
+
+    def imagined_env(self, real_env, **kwargs):
+        """A gymnasium.Env that steps inside this model, reset from real observations of `real_env`."""
+        from vjepa_agent.imagined_env import ImaginedEnv
+
+        return ImaginedEnv(self, real_env, **kwargs)
+
+    # ---- persistence ----
+    def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write model.safetensors + config.json (no pickle) into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ckpt.save_weights(self, folder / "model.safetensors")
+        ckpt.write_json(
+            {"format": FORMAT, "config": to_dict(self.cfg), "env": self.env, **(extra or {})},
+            folder / "config.json",
+        )
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> WorldModel:
+        """Load a folder written by `save_pretrained`; missing or mismatched weights are errors."""
+        folder = Path(folder)
+        require(folder.is_dir(), f"world-model folder '{folder}' does not exist; train one with train_world_model.py")
+        meta = ckpt.read_json(folder / "config.json")
+        require(meta.get("format") == FORMAT, f"'{folder / 'config.json'}' is not a vjepa_agent world model")
+        cfg = _config_from_dict(meta["config"])
+        model = cls(cfg, meta["env"])
+        ckpt.load_weights(model, folder / "model.safetensors")
+        return model.to(map_location).eval()
+
+
+class _PredictStep(nn.Module):
+    def __init__(self, wm: WorldModel):
+        super().__init__()
+        self.wm = wm
+
+    def forward(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.wm.predict(latent, action)
+
+
+def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
+    d = dict(d)
+    enc = d.pop("encoder")
+    enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
+    known = {f.name for f in dataclasses.fields(WorldModelConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise UserError(f"world-model config has unknown keys {sorted(unknown)}; was it written by a newer version?")
+    for k in ("data", "out"):
+        if k in d:
+            d[k] = Path(d[k])
+    return WorldModelConfig(**d, encoder=enc)
