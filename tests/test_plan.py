@@ -1,0 +1,96 @@
+"""The MPC agent and scripts/plan.py: real CartPole, tiny budgets, and the one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from vjepa_agent.agent import LatentObjective, MPCAgent
+from vjepa_agent.config import PlannerConfig, WorldModelConfig
+from vjepa_agent.world_model import WorldModel
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE_SPEC = {"env_id": "CartPole-v1", "obs": "state", "observation_shape": [4],
+              "action_space": {"type": "Discrete", "shape": [], "n": 2, "start": 0}}
+
+
+def plan(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), *args], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
+    )
+
+
+def test_agent_batched_equals_single_and_is_deterministic():
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), STATE_SPEC).eval()
+    env = envs.make_env("CartPole-v1", obs="state")
+    objective = LatentObjective(goal=torch.zeros(4), termination_penalty=1.0)
+    cfg = PlannerConfig(horizon=5, samples=16, elites=4, iterations=2)
+    agent = MPCAgent(wm, env.action_space, objective, cfg, seed=3)
+    obs = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 0.05
+    agent.reset(3)
+    batched = [agent.act(obs) for _ in range(4)]
+    for e in range(3):  # env e alone, with env e's generator, gives the same actions
+        single = MPCAgent(wm, env.action_space, objective, cfg, seed=3)
+        single.reset(3)
+        single.generators = single.generators[e : e + 1]
+        single.probs = single.probs[e : e + 1]
+        single.num_envs = 1
+        actions = [single.act(obs[e : e + 1]) for _ in range(4)]
+        assert [int(a[0]) for a in actions] == [int(b[e]) for b in batched]
+    again = MPCAgent(wm, env.action_space, objective, cfg, seed=3)
+    again.reset(3)
+    assert all((again.act(obs) == b).all() for b in batched)
+    stats = agent.stats()
+    assert stats["decisions"] == 4 and stats["ms_per_action"] > 0 and stats["planner_overhead_ratio"] >= 0
+
+
+def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
+    out = tmp_path / "run"
+    args = ["--env", "CartPole-v1", "--obs", "state", "--out", str(out), "--episodes", "2",
+            "--collect-steps", "600", "--train-steps", "30", "--max-episode-steps", "40", "--horizon", "4",
+            "--samples", "8", "--elites", "2", "--iterations", "1"]
+    proc = plan(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("mean_return", "min_return", "returns", "episodes", "env_steps_trained", "train_seconds", "ms_per_action", "planner"):
+        assert key in s, key
+    assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 600
+    assert all(1 <= r <= 40 for r in s["returns"])
+    assert (out / "episode.mp4").stat().st_size > 1000 and (out / "plan.png").stat().st_size > 1000
+    import decord
+
+    assert len(decord.VideoReader(str(out / "episode.mp4"))) == s["episode_lengths"][0]
+    # a second call reuses the cached model
+    proc = plan(*args)
+    assert proc.returncode == 0 and "reusing the world model" in proc.stdout
+    assert json.loads((out / "summary.json").read_text())["model_reused"]
+    # a model trained on another observation mode is refused before any work
+    proc = plan("--env", "CartPole-v1", "--obs", "pixels", "--model", str(out / "model"), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "was trained on CartPole-v1 (state)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
+        (["--env", "CartPole-v1", "--planner", "cem"], "planner 'cem' needs a continuous"),
+        (["--env", "Pendulum-v1", "--obs", "state", "--planner", "categorical_cem"], "categorical_cem"),
+        (["--env", "CartPole-v1", "--goal"], "--goal needs an env with a goal image"),
+        (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, args, message):
+    proc = plan(*args, "--out", str(tmp_path / "run"), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "data").exists()
