@@ -215,7 +215,7 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[Wor
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"world-model loss is {loss_value} at step {step}; lower --lr")
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {k: float(v) for k, v in losses.items() if k != "latents"}
+            row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
             row["step"], row["lr"] = step + 1, lr
             row["effective_rank"] = effective_rank(losses["latents"])
             history.append(row)
