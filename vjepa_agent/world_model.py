@@ -42,13 +42,20 @@ FORMAT = "vjepa_agent.world_model/1"
 class PixelLatentEncoder(nn.Module):
     """uint8 frames (B, C, T, H, W) -> latent (B, Z) (compact) or (B, N, D) (tokens)."""
 
-    def __init__(self, enc: EncoderConfig, frame_shape: tuple[int, ...], latent: str, latent_dim: int):
+    def __init__(
+        self, enc: EncoderConfig, frame_shape: tuple[int, ...], latent: str, latent_dim: int, mode: str = "ema"
+    ):
         super().__init__()
         self.vit = VideoEncoder(enc)
         c, t, h, w = frame_shape
         self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
-        self.latent = latent
-        self.proj = nn.Linear(self.num_tokens * enc.dim, latent_dim) if latent == "compact" else None
+        self.latent, self.mode = latent, mode
+        flat = self.num_tokens * enc.dim
+        self.proj = nn.Linear(flat, latent_dim) if latent == "compact" and mode == "ema" else None
+        if mode == "frozen" and latent == "compact":  # PCA of the flattened tokens, fitted on data
+            self.register_buffer("pca_mean", torch.zeros(flat))
+            self.register_buffer("pca_components", torch.zeros(flat, latent_dim))
+            self.register_buffer("pca_variance", torch.ones(latent_dim))  # of each component, before whitening
         mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else [0.5] * c).view(c, 1, 1, 1)
         std = torch.tensor(IMAGENET_STD[:c] if c == 3 else [0.25] * c).view(c, 1, 1, 1)
         self.register_buffer("mean", mean)
@@ -57,10 +64,28 @@ class PixelLatentEncoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = (frames.float() / 255.0 - self.mean) / self.std  # (B, C, T, H, W)
         tokens = self.vit(x)  # (B, N, D)
-        if self.proj is None:
+        if self.latent == "tokens":
             return F.layer_norm(tokens, tokens.shape[-1:])  # (B, N, D)
-        z = self.proj(rearrange(tokens, "b n d -> b (n d)"))
+        flat = rearrange(tokens, "b n d -> b (n d)")
+        if self.mode == "frozen":
+            return (flat - self.pca_mean) @ self.pca_components  # (B, Z)
+        z = self.proj(flat)
         return F.layer_norm(z, z.shape[-1:])  # (B, Z)
+
+    @torch.no_grad()
+    def fit_pca(self, frames: torch.Tensor) -> float:
+        """Fit the compact projection to frames (B, C, T, H, W): the top principal directions of the
+        flattened tokens, each scaled to unit variance over the data. Returns the explained variance."""
+        x = (frames.float() / 255.0 - self.mean) / self.std
+        flat = rearrange(self.vit(x), "b n d -> b (n d)")
+        mean = flat.mean(0)
+        u, s, v = torch.linalg.svd(flat - mean, full_matrices=False)
+        k = self.pca_components.shape[1]
+        std = s[:k] / (flat.shape[0] - 1) ** 0.5
+        self.pca_mean.copy_(mean)
+        self.pca_components.copy_(v[:k].T / std.clamp_min(1e-6))
+        self.pca_variance.copy_(std**2)
+        return float((s[:k] ** 2).sum() / (s**2).sum())
 
 
 class StateLatentEncoder(nn.Module):
@@ -108,7 +133,9 @@ class WorldModel(nn.Module):
             self.register_buffer("action_high", torch.tensor(space["high"], dtype=torch.float32))
         # 1. encoder: pixels through the ViT, states normalised
         if env["obs"] == "pixels":
-            self.encoder = PixelLatentEncoder(cfg.encoder, tuple(env["pixel_shape"]), cfg.latent, cfg.latent_dim)
+            self.encoder = PixelLatentEncoder(
+                cfg.encoder, tuple(env["pixel_shape"]), cfg.latent, cfg.latent_dim, cfg.encoder_mode
+            )
             tokens = 1 if cfg.latent == "compact" else self.encoder.num_tokens
             latent_dim = cfg.latent_dim if cfg.latent == "compact" else cfg.encoder.resolved().dim
         else:

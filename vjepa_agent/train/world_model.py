@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from vjepa_agent import checkpoint as ckpt
@@ -71,17 +72,21 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def world_model_losses(
-    model: WorldModel, target_encoder: torch.nn.Module, batch, cfg: WorldModelConfig
-) -> dict[str, torch.Tensor]:
-    """Teacher forcing + multi-step rollout + heads, on a (B, T) batch of transitions."""
+def encode_batch(model: WorldModel, target_encoder: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student latents of the observations and (no grad) target latents of the next ones, (B, T, *latent)."""
     key = _obs_key(model)
-    actions = batch["action"]
-    # 1. latents: student on observations, EMA teacher (no grad) on next observations
-    z = model.encode(batch[key])  # (B, T, *latent)
+    z = model.encode(batch[key])
     with torch.no_grad():
         nxt = batch["next", key]
-        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(z.shape)  # (B, T, *latent)
+        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(z.shape)
+    return z, target
+
+
+def world_model_losses(
+    model: WorldModel, z: torch.Tensor, target: torch.Tensor, batch, cfg: WorldModelConfig
+) -> dict[str, torch.Tensor]:
+    """Teacher forcing + multi-step rollout + heads on latents z (B, T, *latent) and their targets."""
+    actions = batch["action"]
     # 2. teacher forcing: predict z_{t+1} from z_{<=t}, a_{<=t}
     pred = model.predict_sequence(z, actions)
     loss_tf = F.l1_loss(pred, target)
@@ -99,9 +104,9 @@ def world_model_losses(
     )
     loss_rew = 0.5 * (F.mse_loss(model.reward(pred), reward) + F.mse_loss(model.reward(target), reward))
     total = loss_tf + cfg.rollout_weight * loss_ro + cfg.termination_weight * loss_term + cfg.reward_weight * loss_rew
-    # 5. pixels: keep the latent informative (inverse dynamics on consecutive student latents, batch variance)
+    # 5. learned pixel latents: keep them informative (inverse dynamics on consecutive latents, batch variance)
     loss_inv = loss_var = torch.zeros((), device=z.device)
-    if model.env["obs"] == "pixels":
+    if z.requires_grad:
         logits = model.inverse_dynamics(z[:, :-1], z[:, 1:])  # (B, T-1, A)
         if model.action_kind == "discrete":
             a = actions[:, :-1].long() - int(model.env["action_space"].get("start", 0))
@@ -168,6 +173,56 @@ def evaluate(
     return out
 
 
+def _gather(store: RolloutStore, key, rows: torch.Tensor) -> torch.Tensor:
+    """store.data[key][rows] without materialising the whole store (rows sorted, global)."""
+    out, offset = [], 0
+    for chunk in store._chunks:
+        n = chunk.batch_size[0]
+        sel = rows[(rows >= offset) & (rows < offset + n)] - offset
+        if len(sel):
+            out.append(torch.as_tensor(chunk[key][sel]))
+        offset += n
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 512) -> TensorDict:
+    """Encode every transition once (frozen encoder): (N,) TensorDict with "latent", ("next", "latent"),
+    "action", ("next", "reward"), ("next", "terminated"), rows in the order of store.data."""
+    key = _obs_key(model)
+    parts = []
+    for chunk in store._chunks:
+        for i in range(0, chunk.batch_size[0], batch):
+            td = chunk[i : i + batch]
+            parts.append(
+                TensorDict(
+                    {
+                        "latent": model.encode(torch.as_tensor(td[key]).to(device)),
+                        "action": torch.as_tensor(td["action"]).to(device),
+                        "next": {
+                            "latent": model.encode(torch.as_tensor(td["next", key]).to(device)),
+                            "reward": torch.as_tensor(td["next", "reward"]).to(device),
+                            "terminated": torch.as_tensor(td["next", "terminated"]).to(device),
+                        },
+                    },
+                    batch_size=[td.batch_size[0]],
+                )
+            )
+    return torch.cat(parts)
+
+
+def sample_windows(episodes, batch_size: int, seq_len: int, generator) -> torch.Tensor:
+    """(B, T) row indices of windows of seq_len consecutive transitions inside one episode each."""
+    starts = torch.tensor([e.start for e in episodes])
+    counts = torch.tensor([max(0, e.length - seq_len + 1) for e in episodes])
+    require(int(counts.sum()) > 0, f"no training episode has {seq_len} transitions; lower --seq-len")
+    cum = counts.cumsum(0)
+    r = torch.randint(int(cum[-1]), (batch_size,), generator=generator)
+    e = torch.searchsorted(cum, r, right=True)
+    first = starts[e] + r - (cum[e] - counts[e])
+    return first[:, None] + torch.arange(seq_len)
+
+
 def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[WorldModel, dict[str, Any]]:
     """Train on cfg.data, evaluate on held-out episodes, save into cfg.out; returns (model, summary)."""
     cfg.validate()
@@ -180,19 +235,32 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[Wor
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "train_config.yaml")
 
-    # 1. model; the state encoder's normalisation comes from the training data
+    # 1. model; the state encoder's normalisation (or the pixel encoder's PCA) comes from the training data
     torch.manual_seed(cfg.seed)
     model = WorldModel(cfg, spec)
+    train_rows = store.episode_indices(torch.as_tensor(train_ids))
+    frozen = spec["obs"] == "state" or cfg.encoder_mode == "frozen"
     if spec["obs"] == "state":
-        model.encoder.fit(store.data["observation"][store.episode_indices(torch.as_tensor(train_ids))])
-    elif cfg.encoder_init:
-        encoder, _ = ckpt.load_encoder(cfg.encoder_init)
-        model.encoder.vit.load_state_dict(encoder.state_dict())
+        model.encoder.fit(store.data["observation"][train_rows])
+    else:
+        if cfg.encoder_init:
+            encoder, _ = ckpt.load_encoder(cfg.encoder_init)
+            model.encoder.vit.load_state_dict(encoder.state_dict())
+        if frozen and cfg.latent == "compact":
+            fit_rows = train_rows[torch.randperm(len(train_rows), generator=seeding.generator("pca", cfg.seed))[:2048]]
+            explained = model.encoder.fit_pca(_gather(store, "pixels", fit_rows.sort().values))
+            log.info("PCA of frozen encoder tokens: %d components explain %.1f%% of the variance", cfg.latent_dim, 100 * explained)
     model.to(device).train()
-    target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
+    if frozen:
+        model.encoder.requires_grad_(False)
+        target_encoder = model.encoder
+        cache = cache_latents(model, store, device)  # every transition encoded once
+    else:
+        target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = seeding.generator("wm-batches", cfg.seed)
+    episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
 
     # 2. the loop
     history, start = [], time.perf_counter()
@@ -201,16 +269,19 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[Wor
         lr = lr_at(step, total=cfg.steps, warmup=max(1, cfg.steps // 20), start_lr=cfg.lr / 10, lr=cfg.lr, final_lr=cfg.lr / 20)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        batch = store.sample_sequences(cfg.batch_size, cfg.seq_len, gen, episodes=train_ids).to(device)
-        losses = world_model_losses(model, target_encoder, batch, cfg)
+        if frozen:
+            batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
+            z, target = batch["latent"], batch["next", "latent"]
+        else:
+            batch = store.sample_sequences(cfg.batch_size, cfg.seq_len, gen, episodes=train_ids).to(device)
+            z, target = encode_batch(model, target_encoder, batch)
+        losses = world_model_losses(model, z, target, batch, cfg)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        if spec["obs"] == "pixels":
+        if not frozen:
             ema_update_(target_encoder, model.encoder, cfg.ema)
-        else:
-            target_encoder.load_state_dict(model.encoder.state_dict())
         loss_value = float(losses["loss"].detach())
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"world-model loss is {loss_value} at step {step}; lower --lr")
