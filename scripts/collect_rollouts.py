@@ -1,7 +1,7 @@
 """Collect environment rollouts (random policy) into a memory-mapped rollout store.
 
-    python scripts/collect_rollouts.py --env CartPole-v1 --steps 10000 --out data/cartpole
-    python scripts/collect_rollouts.py --env Pendulum-v1 --obs state --steps 5000 --out data/pendulum
+python scripts/collect_rollouts.py --env CartPole-v1 --steps 10000 --out data/cartpole
+python scripts/collect_rollouts.py --env Pendulum-v1 --obs state --steps 5000 --out data/pendulum
 """
 
 import os

@@ -21,7 +21,13 @@ from vjepa_agent.train.world_model import train_world_model  # noqa: E402
 def main():
     cfg = load_config(WorldModelConfig, description=__doc__)
     _, summary = train_world_model(cfg)
-    for key in ("latent_error_1", "copy_last_error_1", "latent_error_10", "copy_last_error_10", "termination_auc"):
+    for key in (
+        "latent_error_1",
+        "copy_last_error_1",
+        "latent_error_10",
+        "copy_last_error_10",
+        "termination_auc",
+    ):
         if key in summary:
             print(f"{key:>20}: {summary[key]:.4f}")
     print(cfg.out / "summary.json")

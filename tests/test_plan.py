@@ -16,14 +16,22 @@ from vjepa_agent.config import PlannerConfig, WorldModelConfig
 from vjepa_agent.world_model import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE_SPEC = {"env_id": "CartPole-v1", "obs": "state", "observation_shape": [4],
-              "action_space": {"type": "Discrete", "shape": [], "n": 2, "start": 0}}
+STATE_SPEC = {
+    "env_id": "CartPole-v1",
+    "obs": "state",
+    "observation_shape": [4],
+    "action_space": {"type": "Discrete", "shape": [], "n": 2, "start": 0},
+}
 
 
 def plan(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), *args], capture_output=True, text=True,
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=timeout,
     )
 
 
@@ -49,19 +57,53 @@ def test_agent_batched_equals_single_and_is_deterministic():
     again.reset(3)
     assert all((again.act(obs) == b).all() for b in batched)
     stats = agent.stats()
-    assert stats["decisions"] == 4 and stats["ms_per_action"] > 0 and stats["planner_overhead_ratio"] >= 0
+    assert (
+        stats["decisions"] == 4
+        and stats["ms_per_action"] > 0
+        and stats["planner_overhead_ratio"] >= 0
+    )
 
 
 def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
     out = tmp_path / "run"
-    args = ["--env", "CartPole-v1", "--obs", "state", "--out", str(out), "--episodes", "2",
-            "--collect-steps", "600", "--train-steps", "30", "--max-episode-steps", "40", "--horizon", "4",
-            "--samples", "8", "--elites", "2", "--iterations", "1"]
+    args = [
+        "--env",
+        "CartPole-v1",
+        "--obs",
+        "state",
+        "--out",
+        str(out),
+        "--episodes",
+        "2",
+        "--collect-steps",
+        "600",
+        "--train-steps",
+        "30",
+        "--max-episode-steps",
+        "40",
+        "--horizon",
+        "4",
+        "--samples",
+        "8",
+        "--elites",
+        "2",
+        "--iterations",
+        "1",
+    ]
     proc = plan(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
-    for key in ("mean_return", "min_return", "returns", "episodes", "env_steps_trained", "train_seconds", "ms_per_action", "planner"):
+    for key in (
+        "mean_return",
+        "min_return",
+        "returns",
+        "episodes",
+        "env_steps_trained",
+        "train_seconds",
+        "ms_per_action",
+        "planner",
+    ):
         assert key in s, key
     assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 600
     assert all(1 <= r <= 40 for r in s["returns"])
@@ -74,7 +116,16 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
     assert proc.returncode == 0 and "reusing the world model" in proc.stdout
     assert json.loads((out / "summary.json").read_text())["model_reused"]
     # a model trained on another observation mode is refused before any work
-    proc = plan("--env", "CartPole-v1", "--obs", "pixels", "--model", str(out / "model"), "--out", str(tmp_path / "x"))
+    proc = plan(
+        "--env",
+        "CartPole-v1",
+        "--obs",
+        "pixels",
+        "--model",
+        str(out / "model"),
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert proc.returncode == 2 and "was trained on CartPole-v1 (state)" in proc.stderr
 
 
@@ -83,7 +134,10 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
     [
         (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
         (["--env", "CartPole-v1", "--planner", "cem"], "planner 'cem' needs a continuous"),
-        (["--env", "Pendulum-v1", "--obs", "state", "--planner", "categorical_cem"], "categorical_cem"),
+        (
+            ["--env", "Pendulum-v1", "--obs", "state", "--planner", "categorical_cem"],
+            "categorical_cem",
+        ),
         (["--env", "CartPole-v1", "--goal"], "--goal needs an env with a goal image"),
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
     ],

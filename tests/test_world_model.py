@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
@@ -24,12 +23,22 @@ BOX = {"type": "Box", "shape": [1], "dtype": "float32", "low": [-2.0], "high": [
 
 
 def pixel_spec(action=DISCRETE):
-    return {"env_id": "CartPole-v1", "obs": "pixels", "action_space": action,
-            "observation_shape": [4], "pixel_shape": [3, 2, 32, 32]}
+    return {
+        "env_id": "CartPole-v1",
+        "obs": "pixels",
+        "action_space": action,
+        "observation_shape": [4],
+        "pixel_shape": [3, 2, 32, 32],
+    }
 
 
 def state_spec(action=DISCRETE):
-    return {"env_id": "CartPole-v1", "obs": "state", "action_space": action, "observation_shape": [4]}
+    return {
+        "env_id": "CartPole-v1",
+        "obs": "state",
+        "action_space": action,
+        "observation_shape": [4],
+    }
 
 
 def test_block_causal_mask():
@@ -41,7 +50,9 @@ def test_block_causal_mask():
 
 def test_future_actions_do_not_change_past_predictions():
     torch.manual_seed(0)
-    pred = ACPredictor(latent_dim=8, action_dim=3, tokens_per_frame=4, dim=32, depth=2, heads=4).eval()
+    pred = ACPredictor(
+        latent_dim=8, action_dim=3, tokens_per_frame=4, dim=32, depth=2, heads=4
+    ).eval()
     torch.nn.init.normal_(pred.latent_out.weight, std=0.1)  # not the zero init, so outputs vary
     z = torch.randn(2, 5, 4, 8)
     a = torch.randn(2, 5, 3)
@@ -59,7 +70,9 @@ def test_future_actions_do_not_change_past_predictions():
 @pytest.mark.parametrize("latent", ["compact", "tokens"])
 @pytest.mark.parametrize("action", [DISCRETE, BOX])
 def test_pixel_world_model_shapes(latent, action):
-    cfg = WorldModelConfig(encoder=TINY_ENC, latent=latent, latent_dim=16, predictor_dim=32, predictor_depth=1)
+    cfg = WorldModelConfig(
+        encoder=TINY_ENC, latent=latent, latent_dim=16, predictor_dim=32, predictor_depth=1
+    )
     wm = WorldModel(cfg, pixel_spec(action)).eval()
     frames = torch.randint(0, 256, (3, 3, 2, 32, 32), dtype=torch.uint8)
     z = wm.encode(frames)
@@ -77,17 +90,25 @@ def test_pixel_world_model_shapes(latent, action):
 
 def test_save_load_round_trip_and_strictness(tmp_path):
     torch.manual_seed(0)
-    wm = WorldModel(WorldModelConfig(encoder=TINY_ENC, latent_dim=16, predictor_dim=32), pixel_spec()).eval()
+    wm = WorldModel(
+        WorldModelConfig(encoder=TINY_ENC, latent_dim=16, predictor_dim=32), pixel_spec()
+    ).eval()
     wm.save_pretrained(tmp_path / "wm")
     loaded = WorldModel.from_pretrained(tmp_path / "wm")
     frames = torch.randint(0, 256, (2, 3, 2, 32, 32), dtype=torch.uint8)
     acts = torch.randint(0, 2, (2, 4))
-    torch.testing.assert_close(loaded.rollout(loaded.encode(frames), acts), wm.rollout(wm.encode(frames), acts))
+    torch.testing.assert_close(
+        loaded.rollout(loaded.encode(frames), acts), wm.rollout(wm.encode(frames), acts)
+    )
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in (tmp_path / "wm").iterdir())
     # a folder whose weights do not match its config is an error, never a partial load
-    other = WorldModel(WorldModelConfig(encoder=TINY_ENC, latent_dim=8, predictor_dim=32), pixel_spec())
+    other = WorldModel(
+        WorldModelConfig(encoder=TINY_ENC, latent_dim=8, predictor_dim=32), pixel_spec()
+    )
     other.save_pretrained(tmp_path / "other")
-    (tmp_path / "wm" / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    (tmp_path / "wm" / "model.safetensors").write_bytes(
+        (tmp_path / "other" / "model.safetensors").read_bytes()
+    )
     with pytest.raises(UserError, match="does not match the model"):
         WorldModel.from_pretrained(tmp_path / "wm")
     with pytest.raises(UserError, match="does not exist"):
@@ -104,30 +125,68 @@ def test_tensordict_module_and_imagined_env():
 
     wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec()).eval()
     module = wm.as_tensordict_module()
-    td = TensorDict({"latent": torch.randn(5, 4), "action": torch.randint(0, 2, (5,))}, batch_size=[5])
+    td = TensorDict(
+        {"latent": torch.randn(5, 4), "action": torch.randint(0, 2, (5,))}, batch_size=[5]
+    )
     out = module(td)
     torch.testing.assert_close(out["next", "latent"], wm.predict(td["latent"], td["action"]))
     env = wm.imagined_env(envs.make_env("CartPole-v1", obs="state"), max_episode_steps=20)
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=3)
     obs2, reward, terminated, truncated, info = env.step(1)
-    assert obs2.shape == (4,) and isinstance(reward, float) and 0 <= info["termination_probability"] <= 1
+    assert (
+        obs2.shape == (4,)
+        and isinstance(reward, float)
+        and 0 <= info["termination_probability"] <= 1
+    )
 
 
 def test_collect_train_beats_copy_last(tmp_path):
     """A tiny end-to-end run on real CartPole pixels: the model must beat 'repeat the last latent'."""
     data = tmp_path / "data"
     run = lambda script, *args: subprocess.run(  # noqa: E731
-        [sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
     )
-    proc = run("collect_rollouts.py", "--env", "CartPole-v1", "--steps", "1200", "--size", "32", "--out", str(data))
+    proc = run(
+        "collect_rollouts.py",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "1200",
+        "--size",
+        "32",
+        "--out",
+        str(data),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "wm"
     proc = run(
-        "train_world_model.py", "--data", str(data), "--out", str(out), "--steps", "150",
-        "--encoder.dim", "32", "--encoder.depth", "1", "--encoder.heads", "2",
-        "--latent-dim", "32", "--predictor-dim", "32", "--predictor-depth", "1", "--eval-horizon", "5",
+        "train_world_model.py",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        "150",
+        "--encoder.dim",
+        "32",
+        "--encoder.depth",
+        "1",
+        "--encoder.heads",
+        "2",
+        "--latent-dim",
+        "32",
+        "--predictor-dim",
+        "32",
+        "--predictor-depth",
+        "1",
+        "--eval-horizon",
+        "5",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
@@ -139,7 +198,9 @@ def test_collect_train_beats_copy_last(tmp_path):
     wm = WorldModel.from_pretrained(out)
     assert wm.env["obs"] == "pixels" and wm.env["pixel_shape"] == [3, 2, 32, 32]
     # a store from another env is refused with one line
-    proc = run("train_world_model.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
+    proc = run(
+        "train_world_model.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 

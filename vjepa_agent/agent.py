@@ -57,7 +57,9 @@ class LatentObjective:
             if self.goal_dim_weights is None:
                 dist = planning.goal_distance(traj, goal, p=self.p, final_only=self.final_only)
             else:
-                per_dim = (traj - goal[:, None, None]).abs().pow(self.p) * self.goal_dim_weights.to(traj.device)
+                per_dim = (traj - goal[:, None, None]).abs().pow(self.p) * self.goal_dim_weights.to(
+                    traj.device
+                )
                 per_step = per_dim.flatten(3).mean(-1)  # (E, S, H)
                 dist = per_step[..., -1] if self.final_only else per_step.sum(-1)
             cost = cost + self.goal_weight * dist
@@ -65,7 +67,10 @@ class LatentObjective:
             term = wm.termination(traj)
             rew = wm.reward(traj) if self.reward_weight else torch.zeros_like(term)
             cost = cost + planning.reward_cost(
-                self.reward_weight * rew, term, discount=self.discount, termination_penalty=self.termination_penalty
+                self.reward_weight * rew,
+                term,
+                discount=self.discount,
+                termination_penalty=self.termination_penalty,
             )
         return cost
 
@@ -90,7 +95,9 @@ class MPCAgent:
             name = "categorical_cem" if kind == "discrete" else "cem"
         planning.check_planner_fits(name, action_space, env_id)
         require(self.cfg.horizon >= 1, f"horizon must be >= 1, got {self.cfg.horizon}")
-        require(1 <= self.cfg.replan_every <= self.cfg.horizon, "replan_every must be in [1, horizon]")
+        require(
+            1 <= self.cfg.replan_every <= self.cfg.horizon, "replan_every must be in [1, horizon]"
+        )
         self.planner, self.kind = name, kind
         self.device = next(wm.parameters()).device
         if kind == "discrete":
@@ -152,18 +159,34 @@ class MPCAgent:
         c = self.cfg
         if self.planner == "categorical_cem":
             result = planning.categorical_cem(
-                cost_fn, self.probs, self.nvec, num_samples=c.samples, num_elites=c.elites,
-                iterations=c.iterations, momentum=c.momentum, generator=self.generators,
+                cost_fn,
+                self.probs,
+                self.nvec,
+                num_samples=c.samples,
+                num_elites=c.elites,
+                iterations=c.iterations,
+                momentum=c.momentum,
+                generator=self.generators,
             )
-            uniform = planning.uniform_probs(self.nvec, self.num_envs, c.horizon, device=self.device)
+            uniform = planning.uniform_probs(
+                self.nvec, self.num_envs, c.horizon, device=self.device
+            )
             self.probs = planning.shift_warm_start(result.probs, uniform)
         else:
             fn = planning.cem if self.planner == "cem" else planning.mppi
-            kwargs = dict(num_samples=c.samples, num_elites=c.elites, iterations=c.iterations, momentum=c.momentum, generator=self.generators)
+            kwargs = dict(
+                num_samples=c.samples,
+                num_elites=c.elites,
+                iterations=c.iterations,
+                momentum=c.momentum,
+                generator=self.generators,
+            )
             if self.planner == "mppi":
                 kwargs["temperature"] = c.temperature
             result = fn(cost_fn, self.mean, self.std, self.low, self.high, **kwargs)
-            init_mean, init_std = planning.gaussian_init(self.low, self.high, self.num_envs, c.horizon)
+            init_mean, init_std = planning.gaussian_init(
+                self.low, self.high, self.num_envs, c.horizon
+            )
             self.mean = planning.shift_warm_start(result.mean, init_mean)
             self.std = planning.shift_warm_start(result.std, init_std)
         self.plan, self.plan_step = result.actions, 0

@@ -1,21 +1,20 @@
 """The library's own evidence: JEPA vs pixel reconstruction across noise, and the EMA ablation.
 
-`run_compare(CompareConfig)` is the body of `scripts/compare_objectives.py`:
+`run_compare(CompareConfig)` is the body of `scripts/compare_objectives.py`. It runs one job per
+(variant, noise strength), each in its own process (one Accelerator per process), `jobs` at a time:
 
-1. For each nuisance strength in `noise_levels`, render the labelled probe sets once (disjoint
-   'probe_train' / 'probe_test' splits of the synthetic videos at that strength).
-2. Pretrain each variant on the 'pretrain' split at that strength, each in its own subprocess
-   (one Accelerator per process), all with the same `pretrain` config: encoder and predictor
-   sizes, masks, steps, batch, learning rate and seed. Variants are the objectives JEPA and MAE,
-   or with `ablate="ema"` JEPA with the configured EMA against momentum 0 (teacher = current
-   student, stop-gradient).
-3. Freeze each exported encoder, cache its tokens on the probe sets, train the attentive and the
-   linear probe on 'probe_train' and score them on 'probe_test'. A randomly initialised encoder
-   (the runs' common starting point) is probed as the floor.
-4. Write `results.md` (table), `compare.png` (plot), `summary.json`, and print the summary's path.
+1. Pretrain the variant on the synthetic 'pretrain' split at that strength. Every variant shares
+   the `pretrain` config: encoder and predictor sizes, masks, steps, batch, learning rate, seed.
+   Variants are the objectives JEPA and MAE, or with `ablate="ema"` JEPA with the configured EMA
+   against momentum 0 (teacher = current student, stop-gradient). The randomly initialised
+   encoder (every run's starting point) is probed too, as the floor.
+2. Freeze the exported encoder, cache its tokens on the labelled 'probe_train' and 'probe_test'
+   splits at the same strength, train the attentive and the linear probe on the first and score
+   them on the second. The job writes `runs/<variant>_noise<x>/result.json`.
 
-A finished run whose config matches is reused, so an interrupted comparison continues where it
-stopped. `budget` scales steps and videos (1 = about 30 minutes on 2 CPU cores).
+Then the driver writes `results.md` (table), `compare.png` (plot) and `summary.json`, and prints
+the summary's path. A finished run whose config matches is reused, an interrupted one resumes, so
+a stopped comparison continues where it stopped. `budget` scales steps and video counts.
 """
 
 from __future__ import annotations
@@ -27,18 +26,19 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import yaml
-from torch.utils.data import Dataset
 
 from vjepa_agent.config import (
     EncoderConfig,
     PredictorConfig,
     PretrainConfig,
+    from_yaml,
     save_yaml,
     to_dict,
 )
@@ -91,6 +91,8 @@ class CompareConfig:
     """Probe training epochs over the cached features."""
     random_baseline: bool = True
     """Also probe the randomly initialised encoder (the common starting point of every run)."""
+    jobs: int | None = None
+    """Runs at once, each in its own process; None = one per CPU core without a GPU (single-threaded each), 1 with one."""
     pretrain: PretrainConfig = field(default_factory=compare_pretrain_defaults)
     """The pretraining shared by every run; objective, synthetic_noise, out (and ema) are set per run."""
 
@@ -120,26 +122,38 @@ class CompareConfig:
 
 @dataclass
 class Variant:
-    """One pretraining recipe of the comparison."""
+    """One recipe of the comparison: a pretraining objective and EMA, or the untrained encoder."""
 
     name: str
     label: str
-    objective: str
+    objective: str | None  # None = no pretraining (the random-init floor)
     ema: tuple[float, float]
 
 
+RANDOM = Variant("random", "random init", None, (0.0, 0.0))
+
+
 def variants(cfg: CompareConfig) -> list[Variant]:
-    base = cfg.pretrain.ema
+    """The trained variants: JEPA and MAE, or (ablate='ema') JEPA with the configured EMA and with momentum 0."""
+    base = tuple(cfg.pretrain.ema)
     if cfg.ablate == "ema":
         return [
-            Variant("ema", f"JEPA, EMA {base[0]:g}->{base[1]:g}", "jepa", tuple(base)),
+            Variant("ema", f"JEPA, EMA {base[0]:g}->{base[1]:g}", "jepa", base),
             Variant("no_ema", "JEPA, momentum 0", "jepa", (0.0, 0.0)),
         ]
-    return [Variant("jepa", "JEPA", "jepa", tuple(base)), Variant("mae", "MAE", "mae", tuple(base))]
+    return [Variant("jepa", "JEPA", "jepa", base), Variant("mae", "MAE", "mae", base)]
+
+
+def all_variants(cfg: CompareConfig) -> list[Variant]:
+    return variants(cfg) + ([RANDOM] if cfg.random_baseline else [])
 
 
 def scale(n: int, budget: float, minimum: int) -> int:
     return max(minimum, round(n * budget))
+
+
+def job_dir(cfg: CompareConfig, variant: Variant, noise: float) -> Path:
+    return Path(cfg.out) / "runs" / f"{variant.name}_noise{noise:g}"
 
 
 def run_config(cfg: CompareConfig, variant: Variant, noise: float) -> PretrainConfig:
@@ -147,8 +161,8 @@ def run_config(cfg: CompareConfig, variant: Variant, noise: float) -> PretrainCo
     base = cfg.pretrain
     return dataclasses.replace(
         base,
-        out=Path(cfg.out) / "runs" / f"{variant.name}_noise{noise:g}",
-        objective=variant.objective,
+        out=job_dir(cfg, variant, noise),
+        objective=variant.objective or base.objective,
         ema=variant.ema,
         synthetic_noise=noise,
         max_steps=scale(base.max_steps, cfg.budget, 1),
@@ -158,40 +172,20 @@ def run_config(cfg: CompareConfig, variant: Variant, noise: float) -> PretrainCo
     )
 
 
-def pretrain_in_subprocess(run: PretrainConfig) -> dict[str, Any]:
-    """Pretrain one run in a fresh Python process (its own Accelerator); reuse it when already finished."""
+def pretrain_or_reuse(run: PretrainConfig) -> dict[str, Any]:
+    """Pretrain one run in this process, or reuse it when a finished run with this config is on disk."""
+    from vjepa_agent.train.pretrain import pretrain
+
     out = Path(run.out)
-    wanted = to_dict(run)
     if (out / "config.yaml").is_file():
-        found = yaml.safe_load((out / "config.yaml").read_text())
-        if found != wanted:
+        if yaml.safe_load((out / "config.yaml").read_text()) != to_dict(run):
             raise UserError(
                 f"'{out}' holds a run with a different configuration; choose another --out or delete that folder"
             )
         if (out / "summary.json").is_file() and (out / "export" / "config.json").is_file():
             print(f"reusing finished run {out}")
             return json.loads((out / "summary.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    spec = out.parent / f"{out.name}.yaml"
-    save_yaml(run, spec)
-    code = (
-        "import sys; from vjepa_agent.config import PretrainConfig, from_yaml; "
-        "from vjepa_agent.train.pretrain import pretrain; pretrain(from_yaml(sys.argv[1], PretrainConfig()))"
-    )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    with open(out / "pretrain.log", "w") as log:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(spec)], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    if proc.returncode != 0:
-        tail = (out / "pretrain.log").read_text()[-2000:]
-        raise RuntimeError(
-            f"pretraining {out} failed (exit {proc.returncode}); end of {out / 'pretrain.log'}:\n{tail}"
-        )
-    return json.loads((out / "summary.json").read_text())
+    return pretrain(run)  # resume='auto' continues an interrupted run from its last checkpoint
 
 
 def read_curves(run_dir: Path) -> list[dict[str, float]]:
@@ -204,54 +198,119 @@ def read_curves(run_dir: Path) -> list[dict[str, float]]:
     return [{k: r[k] for k in keys} for r in rows if "effective_rank" in r]
 
 
-# ---------------------------------------------------------------------------- probing
+# ---------------------------------------------------------------------------- one job
 
 
-class ClipCache(Dataset):
-    """A dataset's clips rendered once and held in memory (float16): every encoder sees the same clips."""
+def run_job(cfg: CompareConfig, variant: Variant, noise: float) -> dict[str, Any]:
+    """Pretrain one variant at one noise strength (unless random), probe its frozen encoder; writes result.json.
 
-    def __init__(self, dataset: Dataset):
-        first = dataset[0]["video"]
-        self.videos = torch.empty(
-            (len(dataset), *first.shape), dtype=torch.float16
-        )  # (M, C, T, H, W)
-        self.labels = torch.empty(len(dataset), dtype=torch.long)
-        for i in range(len(dataset)):
-            item = dataset[i]
-            self.videos[i], self.labels[i] = item["video"], item["label"]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "video": self.videos[i].float(),
-            "label": int(self.labels[i]),
-            "index": i,
-            "skipped": [],
-        }
-
-
-def probe_encoder(
-    encoder: torch.nn.Module, train: Dataset, test: Dataset, cfg: CompareConfig, names: list[str]
-) -> dict:
-    """Cache the frozen encoder's tokens once, then train and score every configured probe."""
+    Runs in its own process (see `launch_jobs`): one Accelerator per process.
+    """
+    from vjepa_agent.checkpoint import load_encoder
     from vjepa_agent.data.synthetic import NUM_CLASSES
+    from vjepa_agent.models.encoder import VideoEncoder
+    from vjepa_agent.probe import synthetic_class_names, synthetic_probe_sets
 
-    train_feats = extract_features(encoder, train)
-    test_feats = extract_features(encoder, test)
-    return {
+    t0 = time.perf_counter()
+    folder = job_dir(cfg, variant, noise)
+    folder.mkdir(parents=True, exist_ok=True)
+    pre = cfg.pretrain
+    result: dict[str, Any] = {"variant": variant.name, "label": variant.label, "noise": noise}
+    # 1. the encoder: pretrained and exported, or the common random initialisation
+    if variant.objective is None:
+        torch.manual_seed(pre.seed)
+        encoder = VideoEncoder(pre.encoder).eval().requires_grad_(False)
+    else:
+        summary = pretrain_or_reuse(run_config(cfg, variant, noise))
+        encoder, _ = load_encoder(folder, "teacher")
+        result.update(
+            objective=variant.objective,
+            ema=list(variant.ema),
+            run_dir=str(folder),
+            **{
+                k: summary[k]
+                for k in ("steps", "final_loss", "teacher_std", "effective_rank", "train_seconds")
+            },
+            curves=read_curves(folder),
+        )
+    # 2. frozen features on the labelled probe sets at this noise, then every probe
+    train_set, test_set = synthetic_probe_sets(
+        scale(cfg.probe_train_videos, cfg.budget, 32),
+        scale(cfg.probe_test_videos, cfg.budget, 32),
+        pre.frames_per_clip,
+        pre.crop_size,
+        noise,
+        pre.seed,
+    )
+    train, test = extract_features(encoder, train_set), extract_features(encoder, test_set)
+    names = synthetic_class_names()
+    result["probe"] = {
         kind: fit_and_evaluate(
-            kind,
-            train_feats,
-            test_feats,
-            NUM_CLASSES,
-            names,
-            epochs=cfg.probe_epochs,
-            seed=cfg.pretrain.seed,
+            kind, train, test, NUM_CLASSES, names, epochs=cfg.probe_epochs, seed=pre.seed
         )
         for kind in cfg.probes
     }
+    result["job_seconds"] = time.perf_counter() - t0
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _job_main(config_yaml: str, variant: str, noise: str) -> None:
+    """Entry point of a job process: `python -c '...' out/config.yaml jepa 0.5`."""
+    cfg = from_yaml(config_yaml, CompareConfig())
+    chosen = next(v for v in all_variants(cfg) if v.name == variant)
+    run_job(cfg, chosen, float(noise))
+
+
+def default_jobs(cfg: CompareConfig) -> int:
+    """Jobs at once: one per CPU core on a CPU-only machine (each single-threaded), one with a GPU."""
+    if cfg.jobs is not None:
+        return cfg.jobs
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+def launch_jobs(cfg: CompareConfig, plan: list[tuple[Variant, float]]) -> list[dict[str, Any]]:
+    """Run every (variant, noise) job in its own process, `jobs` at a time; results in plan order.
+
+    Small models on a few CPU cores train faster as parallel single-threaded processes than as one
+    multi-threaded process, and a single-threaded process does not stall when other programs take
+    the cores (OpenMP threads wait for each other at every operation).
+    """
+    jobs = min(default_jobs(cfg), len(plan))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {
+        "OMP_NUM_THREADS": str(threads),  # a value set by the user wins (below)
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    code = "import sys; from vjepa_agent.compare import _job_main; _job_main(*sys.argv[1:])"
+
+    def one(job: tuple[Variant, float]) -> dict[str, Any]:
+        variant, noise = job
+        folder = job_dir(cfg, variant, noise)
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(cfg.out) / "config.yaml"),
+            variant.name,
+            repr(noise),
+        ]
+        with open(folder / "job.log", "w") as log:
+            proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode != 0:
+            tail = (folder / "job.log").read_text()[-2000:]
+            raise RuntimeError(
+                f"job {folder.name} failed (exit {proc.returncode}); end of {folder / 'job.log'}:\n{tail}"
+            )
+        result = json.loads((folder / "result.json").read_text())
+        print(f"noise {noise:g}  {variant.label}: " + _accuracy_line(result["probe"]), flush=True)
+        return result
+
+    print(f"{len(plan)} jobs, {jobs} at a time, {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, plan))
 
 
 # ---------------------------------------------------------------------------- the comparison
@@ -259,77 +318,32 @@ def probe_encoder(
 
 def run_compare(cfg: CompareConfig) -> dict:
     """Pretrain, probe, tabulate and plot; writes out/summary.json and returns it."""
-    from vjepa_agent.checkpoint import load_encoder
     from vjepa_agent.data.synthetic import NUM_CLASSES
-    from vjepa_agent.models.encoder import VideoEncoder
-    from vjepa_agent.probe import synthetic_class_names, synthetic_probe_sets
 
     cfg.validate()
     start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
-    names = synthetic_class_names()
-    pre = cfg.pretrain
-    n_train, n_test = (
-        scale(cfg.probe_train_videos, cfg.budget, 32),
-        scale(cfg.probe_test_videos, cfg.budget, 32),
-    )
+    save_yaml(cfg, out / "config.yaml")  # the jobs read it
 
-    runs: list[dict[str, Any]] = []
-    for noise in cfg.levels():
-        # 1. the probe sets at this noise strength, rendered once
-        train_set, test_set = synthetic_probe_sets(
-            n_train, n_test, pre.frames_per_clip, pre.crop_size, noise, pre.seed
-        )
-        train_set, test_set = ClipCache(train_set), ClipCache(test_set)
-        # 2. the floor: the untrained encoder every run starts from
-        if cfg.random_baseline:
-            torch.manual_seed(pre.seed)
-            encoder = VideoEncoder(pre.encoder).eval().requires_grad_(False)
-            probes = probe_encoder(encoder, train_set, test_set, cfg, names)
-            runs.append(
-                {"variant": "random", "label": "random init", "noise": noise, "probe": probes}
-            )
-            print(f"noise {noise:g}  random init  " + _accuracy_line(probes))
-        # 3. pretrain each variant, freeze, probe
-        for variant in variants(cfg):
-            run = run_config(cfg, variant, noise)
-            t0 = time.perf_counter()
-            summary = pretrain_in_subprocess(run)
-            encoder, _ = load_encoder(run.out, "teacher")
-            probes = probe_encoder(encoder, train_set, test_set, cfg, names)
-            (Path(run.out) / "probe.json").write_text(json.dumps(probes, indent=2))
-            runs.append(
-                {
-                    "variant": variant.name,
-                    "label": variant.label,
-                    "objective": variant.objective,
-                    "ema": list(variant.ema),
-                    "noise": noise,
-                    "run_dir": str(run.out),
-                    "steps": summary["steps"],
-                    "final_loss": summary["final_loss"],
-                    "teacher_std": summary["teacher_std"],
-                    "effective_rank": summary["effective_rank"],
-                    "train_seconds": summary["train_seconds"],
-                    "run_seconds": time.perf_counter() - t0,
-                    "probe": probes,
-                    "curves": read_curves(run.out),
-                }
-            )
-            print(f"noise {noise:g}  {variant.label}  " + _accuracy_line(probes))
+    # 1. every (variant, noise) job; the trained ones first, the quick random-init probes last
+    plan = [(v, x) for v in variants(cfg) for x in cfg.levels()]
+    plan += [(RANDOM, x) for x in cfg.levels()] if cfg.random_baseline else []
+    results = launch_jobs(cfg, plan)
+    order = {v.name: i for i, v in enumerate([RANDOM, *variants(cfg)])}
+    runs = sorted(results, key=lambda r: (r["noise"], order[r["variant"]]))
 
-    # 4. headline numbers, table, plot, summary
+    # 2. headline numbers, table, plot, summary
     summary = {
         "mode": "ema" if cfg.ablate == "ema" else "objectives",
         "noise_levels": list(cfg.levels()),
         "budget": cfg.budget,
         "steps": run_config(cfg, variants(cfg)[0], 0.0).max_steps,
-        "probe_train_videos": n_train,
-        "probe_test_videos": n_test,
+        "probe_train_videos": scale(cfg.probe_train_videos, cfg.budget, 32),
+        "probe_test_videos": scale(cfg.probe_test_videos, cfg.budget, 32),
         "num_classes": NUM_CLASSES,
         "probes": list(cfg.probes),
+        "jobs": min(default_jobs(cfg), len(plan)),
         "runs": [{k: v for k, v in r.items() if k != "curves"} for r in runs],
     }
     summary.update(ema_verdict(runs, cfg) if cfg.ablate == "ema" else objective_verdict(runs, cfg))

@@ -19,7 +19,7 @@ import envs
 from vjepa_agent import planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import PlanConfig, WorldModelConfig
-from vjepa_agent.errors import UserError, require
+from vjepa_agent.errors import require
 from vjepa_agent.world_model import WorldModel
 
 # Per-env defaults; every entry can be overridden by a flag. `goal_state` is a state whose rendering
@@ -35,8 +35,12 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         collect_steps={"pixels": 20000, "state": 5000},
         train_steps={"pixels": 2000, "state": 800},
     ),
-    "Pendulum-v1": dict(collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}),
-    "Acrobot-v1": dict(collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}),
+    "Pendulum-v1": dict(
+        collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
+    ),
+    "Acrobot-v1": dict(
+        collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
+    ),
     envs.POINT_GOAL_ID: dict(
         goal_weight=1.0,
         termination_penalty=0.0,
@@ -44,8 +48,15 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         train_steps={"pixels": 1500, "state": 800},
     ),
 }
-DEFAULTS = dict(goal_weight=0.0, termination_penalty=0.0, collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1000})
-EVAL_SEED_OFFSET = 100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
+DEFAULTS = dict(
+    goal_weight=0.0,
+    termination_penalty=0.0,
+    collect_steps={"pixels": 20000, "state": 10000},
+    train_steps={"pixels": 2000, "state": 1000},
+)
+EVAL_SEED_OFFSET = (
+    100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
+)
 
 
 def preset(cfg: PlanConfig, key: str):
@@ -65,7 +76,9 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     kwargs = {}
     if cfg.obs == "state" and "rgb_array" in _render_modes(cfg.env):
         kwargs["render_mode"] = "rgb_array"  # for the episode video only
-    env = envs.make_env(cfg.env, obs=cfg.obs, seed=cfg.seed, **kwargs)  # unknown id / no rgb_array -> UserError
+    env = envs.make_env(
+        cfg.env, obs=cfg.obs, seed=cfg.seed, **kwargs
+    )  # unknown id / no rgb_array -> UserError
     planning.action_space_kind(env.action_space, cfg.env)  # an action space we cannot plan over
     if cfg.planner != "auto":
         planning.check_planner_fits(cfg.planner, env.action_space, cfg.env)
@@ -77,7 +90,9 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
-        require(meta_path.is_file(), f"--model '{cfg.model}' holds no world model (config.json missing)")
+        require(
+            meta_path.is_file(), f"--model '{cfg.model}' holds no world model (config.json missing)"
+        )
         meta = json.loads(meta_path.read_text())
         trained = meta.get("env", {})
         require(
@@ -102,7 +117,10 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         meta = json.loads((cached / "config.json").read_text())
         if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs:
             print(f"reusing the world model cached in {cached}")
-            return WorldModel.from_pretrained(cached), {"reused": str(cached), **meta.get("summary", {})}
+            return WorldModel.from_pretrained(cached), {
+                "reused": str(cached),
+                **meta.get("summary", {}),
+            }
     from vjepa_agent.train.world_model import train_world_model
 
     data = out / "data"
@@ -110,7 +128,9 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed)
-    wm_cfg = WorldModelConfig(data=data, out=cached, seed=cfg.seed, steps=preset(cfg, "train_steps"))
+    wm_cfg = WorldModelConfig(
+        data=data, out=cached, seed=cfg.seed, steps=preset(cfg, "train_steps")
+    )
     print(f"training the world model ({wm_cfg.steps} steps) into {cached}")
     wm, summary = train_world_model(wm_cfg)
     return wm.eval(), summary
@@ -138,12 +158,14 @@ def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor |
 # ---------------------------------------------------------------------------- evaluation
 
 
-def run_episode(agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record: bool, max_steps: int | None):
+def run_episode(
+    agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record: bool, max_steps: int | None
+):
     """One episode with the agent; returns (return, length, frames, one-step latent errors)."""
     obs, _ = env.reset(seed=seed)
     agent.reset(1)
     total, steps, frames, errors = 0.0, 0, [], []
-    prev = None
+    prev, success = None, False
     while True:
         action = agent.act(obs[None])[0]
         if record and env.unwrapped.render_mode == "rgb_array":
@@ -152,7 +174,8 @@ def run_episode(agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record
             z = wm.encode(torch.as_tensor(np.asarray(obs))[None])
             a = torch.as_tensor(np.asarray(action))[None]
             z_pred = wm.predict(z, a)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        success = success or bool(info.get("is_success", False))
         total += float(reward)
         steps += 1
         with torch.no_grad():
@@ -162,7 +185,30 @@ def run_episode(agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
     del prev
-    return total, steps, frames, errors
+    return total, steps, frames, errors, success
+
+
+def random_baseline(
+    env: gym.Env, episodes: int, seed: int, max_steps: int | None
+) -> dict[str, float]:
+    """Mean return and success rate of uniformly random actions on the evaluation seeds."""
+    env.action_space.seed(seed)
+    returns, successes = [], []
+    for i in range(episodes):
+        env.reset(seed=seed + EVAL_SEED_OFFSET + i)
+        total, steps, success = 0.0, 0, False
+        while True:
+            _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            total, steps = total + float(reward), steps + 1
+            success = success or bool(info.get("is_success", False))
+            if terminated or truncated or (max_steps is not None and steps >= max_steps):
+                break
+        returns.append(total)
+        successes.append(success)
+    return {
+        "random_mean_return": float(np.mean(returns)),
+        "random_success_rate": float(np.mean(successes)),
+    }
 
 
 def run_plan(cfg: PlanConfig) -> dict[str, Any]:
@@ -191,16 +237,22 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
             # big visual changes (cart position, pole angle) outweigh the small ones
             objective.goal_dim_weights = (pca_var / pca_var.mean()).cpu()
         agent = MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
-        returns, lengths, first_frames, first_errors = [], [], [], []
+        returns, lengths, successes, first_frames, first_errors = [], [], [], [], []
         bar = tqdm(range(cfg.episodes), desc="planning", dynamic_ncols=True)
         timing = []
         for i in bar:
             agent.reseed(cfg.seed + i)
-            ret, length, frames, errors = run_episode(
-                agent, wm, env, cfg.seed + EVAL_SEED_OFFSET + i, record=(i == 0 and cfg.video), max_steps=cfg.max_episode_steps
+            ret, length, frames, errors, success = run_episode(
+                agent,
+                wm,
+                env,
+                cfg.seed + EVAL_SEED_OFFSET + i,
+                record=(i == 0 and cfg.video),
+                max_steps=cfg.max_episode_steps,
             )
             returns.append(ret)
             lengths.append(length)
+            successes.append(success)
             timing.append(agent.stats())
             if i == 0:
                 first_frames, first_errors = frames, errors
@@ -208,7 +260,11 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     decisions = sum(t["decisions"] for t in timing)
-    stats = {k: float(np.average([t[k] for t in timing], weights=[t["decisions"] for t in timing])) for k in timing[0] if k != "decisions"}
+    stats = {
+        k: float(np.average([t[k] for t in timing], weights=[t["decisions"] for t in timing]))
+        for k in timing[0]
+        if k != "decisions"
+    }
     summary = {
         "env": cfg.env,
         "obs": cfg.obs,
@@ -216,6 +272,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         "min_return": float(np.min(returns)),
         "returns": returns,
         "episode_lengths": lengths,
+        "success_rate": float(np.mean(successes)),
+        **random_baseline(env, cfg.episodes, cfg.seed, cfg.max_episode_steps),
         "episodes": cfg.episodes,
         "env_steps_trained": int(train_summary.get("env_steps", 0)),
         "train_seconds": train_seconds,
@@ -224,12 +282,31 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         **stats,
         "decisions_per_s": 1000.0 / stats["ms_per_action"],
         "total_decisions": decisions,
-        "planner": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in (
-            "planner", "horizon", "samples", "elites", "iterations", "temperature", "momentum", "replan_every")},
-            "resolved": agent.planner, "goal_weight": objective.goal_weight, "termination_penalty": objective.termination_penalty},
+        "planner": {
+            **{
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(cfg)
+                if f.name
+                in (
+                    "planner",
+                    "horizon",
+                    "samples",
+                    "elites",
+                    "iterations",
+                    "temperature",
+                    "momentum",
+                    "replan_every",
+                )
+            },
+            "resolved": agent.planner,
+            "goal_weight": objective.goal_weight,
+            "termination_penalty": objective.termination_penalty,
+        },
     }
     if first_frames:
-        write_video(first_frames, out / "episode.mp4", fps=int(env.metadata.get("render_fps") or 30))
+        write_video(
+            first_frames, out / "episode.mp4", fps=int(env.metadata.get("render_fps") or 30)
+        )
         summary["video"] = str(out / "episode.mp4")
     write_plot(returns, first_errors, out / "plan.png", cfg)
     summary["plot"] = str(out / "plan.png")
@@ -253,7 +330,11 @@ def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanC
     ax1.bar(range(1, len(returns) + 1), returns)
     ax1.set(xlabel="episode", ylabel="return", title=f"{cfg.env} ({cfg.obs}): returns")
     ax2.plot(range(1, len(errors) + 1), errors)
-    ax2.set(xlabel="step of episode 1", ylabel="|predicted - realised| latent (L1)", title="one-step latent error")
+    ax2.set(
+        xlabel="step of episode 1",
+        ylabel="|predicted - realised| latent (L1)",
+        title="one-step latent error",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

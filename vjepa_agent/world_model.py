@@ -43,7 +43,12 @@ class PixelLatentEncoder(nn.Module):
     """uint8 frames (B, C, T, H, W) -> latent (B, Z) (compact) or (B, N, D) (tokens)."""
 
     def __init__(
-        self, enc: EncoderConfig, frame_shape: tuple[int, ...], latent: str, latent_dim: int, mode: str = "ema"
+        self,
+        enc: EncoderConfig,
+        frame_shape: tuple[int, ...],
+        latent: str,
+        latent_dim: int,
+        mode: str = "ema",
     ):
         super().__init__()
         self.vit = VideoEncoder(enc)
@@ -55,7 +60,9 @@ class PixelLatentEncoder(nn.Module):
         if mode == "frozen" and latent == "compact":  # PCA of the flattened tokens, fitted on data
             self.register_buffer("pca_mean", torch.zeros(flat))
             self.register_buffer("pca_components", torch.zeros(flat, latent_dim))
-            self.register_buffer("pca_variance", torch.ones(latent_dim))  # of each component, before whitening
+            self.register_buffer(
+                "pca_variance", torch.ones(latent_dim)
+            )  # of each component, before whitening
         mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else [0.5] * c).view(c, 1, 1, 1)
         std = torch.tensor(IMAGENET_STD[:c] if c == 3 else [0.25] * c).view(c, 1, 1, 1)
         self.register_buffer("mean", mean)
@@ -106,7 +113,13 @@ class StateLatentEncoder(nn.Module):
 
 
 def _head(dim: int, hidden: int = 128) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+    return nn.Sequential(
+        nn.Linear(dim, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, 1),
+    )
 
 
 # ---------------------------------------------------------------------------- the model
@@ -127,7 +140,9 @@ class WorldModel(nn.Module):
         if self.action_kind == "discrete":
             self.action_dim = int(space["n"])
         else:
-            require(len(space["shape"]) == 1, f"Box actions must be 1-D, got shape {space['shape']}")
+            require(
+                len(space["shape"]) == 1, f"Box actions must be 1-D, got shape {space['shape']}"
+            )
             self.action_dim = int(space["shape"][0])
             self.register_buffer("action_low", torch.tensor(space["low"], dtype=torch.float32))
             self.register_buffer("action_high", torch.tensor(space["high"], dtype=torch.float32))
@@ -223,7 +238,9 @@ class WorldModel(nn.Module):
         z_lead = z.shape[: z.ndim - lat_nd]
         lead = torch.broadcast_shapes(a_lead, z_lead)
         z = z.expand(*lead, *z.shape[z.ndim - lat_nd :]).reshape(-1, *z.shape[z.ndim - lat_nd :])
-        a = actions.expand(*lead, *actions.shape[len(a_lead) :]).reshape(-1, *actions.shape[len(a_lead) :])
+        a = actions.expand(*lead, *actions.shape[len(a_lead) :]).reshape(
+            -1, *actions.shape[len(a_lead) :]
+        )
         feats = self.action_features(a)  # (B, H, A)
         window = 1 if self.cfg.context == 1 else self.cfg.seq_len
         history = [z]
@@ -258,7 +275,9 @@ class WorldModel(nn.Module):
         """A TensorDictModule mapping ("latent", "action") -> ("next", "latent") (TorchRL convention)."""
         from tensordict.nn import TensorDictModule
 
-        return TensorDictModule(_PredictStep(self), in_keys=["latent", "action"], out_keys=[("next", "latent")])
+        return TensorDictModule(
+            _PredictStep(self), in_keys=["latent", "action"], out_keys=[("next", "latent")]
+        )
 
     def imagined_env(self, real_env, **kwargs):
         """A gymnasium.Env that steps inside this model, reset from real observations of `real_env`."""
@@ -279,12 +298,20 @@ class WorldModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> WorldModel:
+    def from_pretrained(
+        cls, folder: str | Path, map_location: str | torch.device = "cpu"
+    ) -> WorldModel:
         """Load a folder written by `save_pretrained`; missing or mismatched weights are errors."""
         folder = Path(folder)
-        require(folder.is_dir(), f"world-model folder '{folder}' does not exist; train one with train_world_model.py")
+        require(
+            folder.is_dir(),
+            f"world-model folder '{folder}' does not exist; train one with train_world_model.py",
+        )
         meta = ckpt.read_json(folder / "config.json")
-        require(meta.get("format") == FORMAT, f"'{folder / 'config.json'}' is not a vjepa_agent world model")
+        require(
+            meta.get("format") == FORMAT,
+            f"'{folder / 'config.json'}' is not a vjepa_agent world model",
+        )
         cfg = _config_from_dict(meta["config"])
         model = cls(cfg, meta["env"])
         ckpt.load_weights(model, folder / "model.safetensors")
@@ -307,7 +334,9 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}
     unknown = set(d) - known
     if unknown:
-        raise UserError(f"world-model config has unknown keys {sorted(unknown)}; was it written by a newer version?")
+        raise UserError(
+            f"world-model config has unknown keys {sorted(unknown)}; was it written by a newer version?"
+        )
     for k in ("data", "out"):
         if k in d:
             d[k] = Path(d[k])

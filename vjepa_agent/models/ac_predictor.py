@@ -75,7 +75,9 @@ class ACPredictor(nn.Module):
         x = torch.cat(parts, dim=2)  # (B, T, K, Dp), K tokens per step
         k = x.shape[2]
         # 2. block-causal attention over the flattened sequence
-        mask = block_causal_mask(t, k, x.device) if t > 1 else None  # one step: all tokens see each other
+        mask = (
+            block_causal_mask(t, k, x.device) if t > 1 else None
+        )  # one step: all tokens see each other
         x = self.transformer(rearrange(x, "b t k d -> b (t k) d"), attn_mask=mask)
         # 3. frame-token outputs predict the next step's latents (residual on z_t)
         x = rearrange(x, "b (t k) d -> b t k d", t=t)[:, :, k - n :]  # (B, T, N, Dp)

@@ -72,7 +72,9 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def encode_batch(model: WorldModel, target_encoder: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_batch(
+    model: WorldModel, target_encoder: torch.nn.Module, batch
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Student latents of the observations and (no grad) target latents of the next ones, (B, T, *latent)."""
     key = _obs_key(model)
     z = model.encode(batch[key])
@@ -99,11 +101,22 @@ def world_model_losses(
     reward = batch["next", "reward"].float()[..., 0]
     pos_weight = torch.tensor(10.0, device=term.device)
     loss_term = 0.5 * (
-        F.binary_cross_entropy_with_logits(model.termination_logits(pred), term, pos_weight=pos_weight)
-        + F.binary_cross_entropy_with_logits(model.termination_logits(target), term, pos_weight=pos_weight)
+        F.binary_cross_entropy_with_logits(
+            model.termination_logits(pred), term, pos_weight=pos_weight
+        )
+        + F.binary_cross_entropy_with_logits(
+            model.termination_logits(target), term, pos_weight=pos_weight
+        )
     )
-    loss_rew = 0.5 * (F.mse_loss(model.reward(pred), reward) + F.mse_loss(model.reward(target), reward))
-    total = loss_tf + cfg.rollout_weight * loss_ro + cfg.termination_weight * loss_term + cfg.reward_weight * loss_rew
+    loss_rew = 0.5 * (
+        F.mse_loss(model.reward(pred), reward) + F.mse_loss(model.reward(target), reward)
+    )
+    total = (
+        loss_tf
+        + cfg.rollout_weight * loss_ro
+        + cfg.termination_weight * loss_term
+        + cfg.reward_weight * loss_rew
+    )
     # 5. learned pixel latents: keep them informative (inverse dynamics on consecutive latents, batch variance)
     loss_inv = loss_var = torch.zeros((), device=z.device)
     if z.requires_grad:
@@ -145,7 +158,9 @@ def evaluate(
         z0 = model.encode(batch[key][:, 0])  # (B, *latent) student, as when planning
         first = target_encoder(batch[key][:, 0])
         nxt = batch["next", key]
-        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(nxt.shape[0], horizon, *z0.shape[1:])
+        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(
+            nxt.shape[0], horizon, *z0.shape[1:]
+        )
         traj = model.rollout(z0, batch["action"])
         dims = tuple(range(2, traj.ndim))
         err = (traj - target).abs().mean(dim=dims).mean(0)  # (H,)
@@ -215,7 +230,9 @@ def sample_windows(episodes, batch_size: int, seq_len: int, generator) -> torch.
     """(B, T) row indices of windows of seq_len consecutive transitions inside one episode each."""
     starts = torch.tensor([e.start for e in episodes])
     counts = torch.tensor([max(0, e.length - seq_len + 1) for e in episodes])
-    require(int(counts.sum()) > 0, f"no training episode has {seq_len} transitions; lower --seq-len")
+    require(
+        int(counts.sum()) > 0, f"no training episode has {seq_len} transitions; lower --seq-len"
+    )
     cum = counts.cumsum(0)
     r = torch.randint(int(cum[-1]), (batch_size,), generator=generator)
     e = torch.searchsorted(cum, r, right=True)
@@ -223,13 +240,18 @@ def sample_windows(episodes, batch_size: int, seq_len: int, generator) -> torch.
     return first[:, None] + torch.arange(seq_len)
 
 
-def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[WorldModel, dict[str, Any]]:
+def train_world_model(
+    cfg: WorldModelConfig, progress: bool = True
+) -> tuple[WorldModel, dict[str, Any]]:
     """Train on cfg.data, evaluate on held-out episodes, save into cfg.out; returns (model, summary)."""
     cfg.validate()
     store = RolloutStore.open(cfg.data)
     spec = env_spec_from_store(store)
     train_ids, holdout_ids = store.split_episodes(cfg.holdout, seed=cfg.seed)
-    require(len(train_ids) > 0 and len(holdout_ids) > 0, f"rollout store '{cfg.data}' has too few episodes to hold some out")
+    require(
+        len(train_ids) > 0 and len(holdout_ids) > 0,
+        f"rollout store '{cfg.data}' has too few episodes to hold some out",
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,9 +269,15 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[Wor
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
         if frozen and cfg.latent == "compact":
-            fit_rows = train_rows[torch.randperm(len(train_rows), generator=seeding.generator("pca", cfg.seed))[:2048]]
+            fit_rows = train_rows[
+                torch.randperm(len(train_rows), generator=seeding.generator("pca", cfg.seed))[:2048]
+            ]
             explained = model.encoder.fit_pca(_gather(store, "pixels", fit_rows.sort().values))
-            log.info("PCA of frozen encoder tokens: %d components explain %.1f%% of the variance", cfg.latent_dim, 100 * explained)
+            log.info(
+                "PCA of frozen encoder tokens: %d components explain %.1f%% of the variance",
+                cfg.latent_dim,
+                100 * explained,
+            )
     model.to(device).train()
     if frozen:
         model.encoder.requires_grad_(False)
@@ -266,14 +294,23 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = True) -> tuple[Wor
     history, start = [], time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        lr = lr_at(step, total=cfg.steps, warmup=max(1, cfg.steps // 20), start_lr=cfg.lr / 10, lr=cfg.lr, final_lr=cfg.lr / 20)
+        lr = lr_at(
+            step,
+            total=cfg.steps,
+            warmup=max(1, cfg.steps // 20),
+            start_lr=cfg.lr / 10,
+            lr=cfg.lr,
+            final_lr=cfg.lr / 20,
+        )
         for g in optimizer.param_groups:
             g["lr"] = lr
         if frozen:
             batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
             z, target = batch["latent"], batch["next", "latent"]
         else:
-            batch = store.sample_sequences(cfg.batch_size, cfg.seq_len, gen, episodes=train_ids).to(device)
+            batch = store.sample_sequences(cfg.batch_size, cfg.seq_len, gen, episodes=train_ids).to(
+                device
+            )
             z, target = encode_batch(model, target_encoder, batch)
         losses = world_model_losses(model, z, target, batch, cfg)
         optimizer.zero_grad(set_to_none=True)
