@@ -197,6 +197,68 @@ def test_collect_train_beats_copy_last(tmp_path):
     assert 0.5 < s["termination_auc"] <= 1.0
     wm = WorldModel.from_pretrained(out)
     assert wm.env["obs"] == "pixels" and wm.env["pixel_shape"] == [3, 2, 32, 32]
+    # the same store is a video source for JEPA pretraining, whose encoder then seeds a world model
+    pre = tmp_path / "pre"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "pretrain_video.py"),
+            "--data",
+            str(data),
+            "--out",
+            str(pre),
+            "--max-steps",
+            "3",
+            "--frames-per-clip",
+            "4",
+            "--crop-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--encoder.dim",
+            "32",
+            "--encoder.depth",
+            "1",
+            "--encoder.heads",
+            "2",
+            "--encoder.patch-size",
+            "8",
+            "--encoder.pos-embed",
+            "sincos",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run(
+        "train_world_model.py",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "wm2"),
+        "--steps",
+        "5",
+        "--encoder-init",
+        str(pre),
+        "--encoder.dim",
+        "32",
+        "--encoder.depth",
+        "1",
+        "--encoder.heads",
+        "2",
+        "--latent-dim",
+        "16",
+        "--predictor-dim",
+        "32",
+        "--predictor-depth",
+        "1",
+        "--eval-horizon",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     # a store from another env is refused with one line
     proc = run(
         "train_world_model.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")

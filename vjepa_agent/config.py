@@ -332,15 +332,13 @@ class WorldModelConfig:
     encoder: EncoderConfig = field(default_factory=default_wm_encoder)
     """Pixel encoder (ignored for state observations, whose latent is the normalised state)."""
     encoder_init: str | None = None
-    """Optional pretrained encoder (an export or pretraining run folder) to start from."""
+    """Optional pretrained encoder (an export or pretraining run folder) to start from, e.g. from
+    `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
     encoder_mode: Literal["frozen", "ema"] = "frozen"
     """Pixels. frozen (V-JEPA 2-AC): the encoder stays fixed, the compact latent is a PCA of its
     tokens fitted on the data, latents are computed once and only the predictor and heads train
     (fast, cannot collapse). ema: encoder, projection and predictor learn together against an EMA
     teacher."""
-    pretrain_steps: int = 0
-    """Pixels: steps of masked-video JEPA pretraining of the encoder on the rollout frames first
-    (0 = skip; ignored with encoder_init)."""
     latent: Literal["compact", "tokens"] = "compact"
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64

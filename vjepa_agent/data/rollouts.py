@@ -381,3 +381,66 @@ def write_episode_videos(td: TensorDictBase, video_dir: str | Path, fps: int = 2
         paths.append(path)
         start += n
     return paths
+
+
+class RolloutClipDataset(torch.utils.data.Dataset):
+    """A pixel rollout store as a video source for `pretrain_video.py --data STORE`.
+
+    Item i is the clip of `frames_per_clip` consecutive frames (the newest frame of each of
+    consecutive observations) of the i-th valid window inside an episode, as float (C, T, H, W)
+    normalised like the video datasets; `crop_size` resizes. Same item interface as
+    `vjepa_agent.data.video` (`set_epoch`, dict items); clips are fixed, so epochs change nothing.
+    """
+
+    def __init__(self, path: str | Path, frames_per_clip: int = 8, crop_size: int | None = None):
+        from vjepa_agent.data.video import IMAGENET_MEAN, IMAGENET_STD
+
+        self.store = RolloutStore.open(path)
+        if self.store.meta.get("obs") != "pixels":
+            raise UserError(
+                f"rollout store '{path}' holds state observations; video pretraining needs pixels"
+            )
+        self.frames, self.crop_size = frames_per_clip, crop_size
+        starts = []
+        for e in self.store.episodes():
+            starts += range(e.start, e.start + max(0, e.length - frames_per_clip + 1))
+        if not starts:
+            raise UserError(
+                f"no episode in rollout store '{path}' has {frames_per_clip} steps; lower --frames-per-clip"
+            )
+        self.starts = torch.tensor(starts)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        offsets = [0]
+        for chunk in self.store._chunks:
+            offsets.append(offsets[-1] + chunk.batch_size[0])
+        self.offsets = offsets
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch.nn.functional as F
+
+        row = int(self.starts[i])
+        c = max(k for k in range(len(self.store._chunks)) if self.offsets[k] <= row)
+        local = row - self.offsets[c]
+        pixels = torch.as_tensor(
+            self.store._chunks[c]["pixels"][local : local + self.frames]
+        )  # (T, C, Tf, H, W)
+        video = pixels[:, :, -1].permute(1, 0, 2, 3).float() / 255.0  # (C, T, H, W)
+        if video.shape[0] == 1:
+            video = video.expand(3, -1, -1, -1)
+        if self.crop_size is not None and video.shape[-1] != self.crop_size:
+            video = F.interpolate(
+                video, size=(self.crop_size, self.crop_size), mode="bilinear", antialias=True
+            )
+        return {
+            "video": (video - self.mean) / self.std,
+            "label": -1,
+            "index": int(i),
+            "skipped": [],
+        }

@@ -44,6 +44,12 @@ def build_dataset(cfg: PretrainConfig):
             seed=cfg.seed,
             noise=cfg.synthetic_noise,
         )
+    if (Path(cfg.data) / "meta.json").is_file() and (Path(cfg.data) / "chunks").is_dir():
+        from vjepa_agent.data.rollouts import RolloutClipDataset
+
+        return RolloutClipDataset(
+            cfg.data, frames_per_clip=cfg.frames_per_clip, crop_size=cfg.crop_size
+        )
     from vjepa_agent.data.video import VideoClipDataset
 
     return VideoClipDataset(
