@@ -437,11 +437,11 @@ class PlannerConfig:
     """auto = categorical_cem for discrete actions, cem for continuous ones."""
     horizon: int = 10
     """Planning horizon H."""
-    samples: int = 64
+    samples: int = 32
     """Candidate sequences S per iteration."""
     elites: int = 8
     """Elites refitting the sampling distribution."""
-    iterations: int = 3
+    iterations: int = 2
     """Planner iterations per decision."""
     temperature: float = 0.5
     """MPPI temperature."""
