@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   -> .venv, install, run the main job on the embedded synthetic default
+#   make demo   -> .venv, install, pretrain on the embedded synthetic videos, then balance CartPole by planning
 #   make test   -> .venv, install, run the test suite
 # GPU users: make demo TORCH_SPEC="torch" (or any pip spec / index you need).
 PYTHON ?= python3
@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	rm -rf runs/demo
+	rm -rf runs/demo runs/demo-plan
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		scripts/pretrain_video.py --out runs/demo --max-steps 60
+	$(PY) scripts/plan.py --env CartPole-v1 --obs state --episodes 3 --out runs/demo-plan
 
 test: install
 	$(PY) -m pytest tests
