@@ -231,11 +231,6 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
             # the state latent is (s - mean) / std: raw-unit weights become w * std^2
             objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
-        pca_var = getattr(wm.encoder, "pca_variance", None)
-        if cfg.obs == "pixels" and pca_var is not None and objective.goal is not None:
-            # whitened PCA latents: measure goal distance in the encoder's natural scale, where the
-            # big visual changes (cart position, pole angle) outweigh the small ones
-            objective.goal_dim_weights = (pca_var / pca_var.mean()).cpu()
         agent = MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
         returns, lengths, successes, first_frames, first_errors = [], [], [], [], []
         bar = tqdm(range(cfg.episodes), desc="planning", dynamic_ncols=True)

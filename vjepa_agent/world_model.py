@@ -82,16 +82,19 @@ class PixelLatentEncoder(nn.Module):
     @torch.no_grad()
     def fit_pca(self, frames: torch.Tensor) -> float:
         """Fit the compact projection to frames (B, C, T, H, W): the top principal directions of the
-        flattened tokens, each scaled to unit variance over the data. Returns the explained variance."""
+        flattened tokens, all scaled by one factor so the latent's mean variance per dimension is 1
+        (relative scales kept: the big visual changes stay big, in the loss and in goal distances).
+        Returns the fraction of variance explained."""
         x = (frames.float() / 255.0 - self.mean) / self.std
         flat = rearrange(self.vit(x), "b n d -> b (n d)")
         mean = flat.mean(0)
         u, s, v = torch.linalg.svd(flat - mean, full_matrices=False)
         k = self.pca_components.shape[1]
-        std = s[:k] / (flat.shape[0] - 1) ** 0.5
+        variance = s[:k] ** 2 / (flat.shape[0] - 1)
+        scale = variance.mean().sqrt().clamp_min(1e-6)
         self.pca_mean.copy_(mean)
-        self.pca_components.copy_(v[:k].T / std.clamp_min(1e-6))
-        self.pca_variance.copy_(std**2)
+        self.pca_components.copy_(v[:k].T / scale)
+        self.pca_variance.copy_(variance / scale**2)
         return float((s[:k] ** 2).sum() / (s**2).sum())
 
 
