@@ -437,12 +437,13 @@ class PlannerConfig:
     """auto = categorical_cem for discrete actions, cem for continuous ones."""
     horizon: int = 10
     """Planning horizon H."""
-    samples: int = 32
+    samples: int = 64
     """Candidate sequences S per iteration."""
     elites: int = 8
     """Elites refitting the sampling distribution."""
-    iterations: int = 2
-    """Planner iterations per decision."""
+    iterations: int = 3
+    """Planner iterations per decision (with 32 samples x 2 iterations CartPole-state lost one
+    episode of ten at step 424; 64 x 3 balanced all ten)."""
     temperature: float = 0.5
     """MPPI temperature."""
     momentum: float = 0.1
