@@ -1,0 +1,160 @@
+"""The comparison driver: tiny real runs of compare_objectives.py, the verdicts, and MAE's loss falling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vjepa_agent.compare import (
+    CompareConfig,
+    objective_table,
+    objective_verdict,
+    pretrain_or_reuse,
+    run_config,
+    variants,
+)
+from vjepa_agent.config import PretrainConfig, from_yaml
+from vjepa_agent.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY = [
+    "--budget", "0.01", "--probe-epochs", "2",
+    "--pretrain.encoder.dim", "32", "--pretrain.encoder.depth", "1", "--pretrain.encoder.heads", "2",
+    "--pretrain.encoder.patch-size", "8", "--pretrain.predictor.dim", "16", "--pretrain.predictor.depth", "1",
+    "--pretrain.predictor.heads", "2", "--pretrain.frames-per-clip", "4", "--pretrain.crop-size", "32",
+    "--pretrain.batch-size", "4",
+]  # fmt: skip
+
+
+def compare(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_objectives.py"), *TINY, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_tiny_objective_comparison_writes_table_plot_and_summary(tmp_path):
+    out = tmp_path / "cmp"
+    proc = compare("--out", str(out), "--noise-levels", "0", "1")
+    assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mode"] == "objectives" and s["noise_levels"] == [0.0, 1.0] and s["steps"] == 10
+    assert [(r["variant"], r["noise"]) for r in s["runs"]] == [
+        (v, x) for x in (0.0, 1.0) for v in ("random", "jepa", "mae")
+    ]
+    for r in s["runs"]:
+        for kind in ("attentive", "linear"):
+            assert 0 <= r["probe"][kind]["top1"] <= 1
+    assert set(s["gap_at_strongest_noise"]) == {"attentive", "linear"}
+    assert isinstance(s["expectation_met"], bool) and s["wall_seconds"] > 0
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0].startswith("| noise | JEPA attentive | MAE attentive")
+    assert [line.split("|")[1].strip() for line in table[2:4]] == ["0", "1"]
+    assert_png(out / "compare.png")
+    # every run trained the same model, steps, batch and lr; only objective and noise differ
+    configs = [from_yaml(p, PretrainConfig()) for p in sorted((out / "runs").glob("*/config.yaml"))]
+    assert len(configs) == 4
+    shared = {
+        k: v
+        for k, v in dataclasses.asdict(configs[0]).items()
+        if k not in ("out", "objective", "synthetic_noise")
+    }
+    for c in configs:
+        assert {k: v for k, v in dataclasses.asdict(c).items() if k in shared} == shared
+    assert {(c.objective, c.synthetic_noise) for c in configs} == {
+        (o, x) for o in ("jepa", "mae") for x in (0.0, 1.0)
+    }
+
+
+def test_tiny_ema_ablation_shows_monitors_next_to_probe(tmp_path):
+    out = tmp_path / "ema"
+    compare(
+        "--out",
+        str(out),
+        "--ablate",
+        "ema",
+        "--noise-levels",
+        "0",
+        "--probes",
+        "linear",
+        "--no-random-baseline",
+    )
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mode"] == "ema" and [r["variant"] for r in s["runs"]] == ["ema", "no_ema"]
+    assert [r["ema"] for r in s["runs"]] == [[0.99, 0.999], [0.0, 0.0]]
+    assert set(s["final_effective_rank"]) == {"ema_noise0", "no_ema_noise0"}
+    assert all(v >= 1 for v in s["min_effective_rank"].values())
+    table = (out / "results.md").read_text()
+    assert "JEPA, momentum 0" in table and "effective rank" in table
+    assert_png(out / "compare.png")
+    # the finished runs are reused; a changed configuration in the same folder is refused
+    cfg = CompareConfig(out=out, ablate="ema", budget=0.01)
+    cfg.pretrain = from_yaml(out / "runs" / "ema_noise0" / "config.yaml", PretrainConfig())
+    run = run_config(dataclasses.replace(cfg, budget=1.0), variants(cfg)[0], 0.0)
+    assert pretrain_or_reuse(run)["steps"] == 10  # reused, not retrained
+    with pytest.raises(UserError, match="different configuration"):
+        pretrain_or_reuse(dataclasses.replace(run, lr=1.0))
+
+
+def test_verdict_and_table_arithmetic():
+    def run(variant, noise, acc):
+        return {
+            "variant": variant,
+            "noise": noise,
+            "probe": {"attentive": {"top1": acc, "chance": 0.0625}},
+        }
+
+    cfg = CompareConfig(noise_levels=(0.0, 1.0), probes=("attentive",), random_baseline=False)
+    runs = [
+        run("jepa", 0.0, 0.9),
+        run("mae", 0.0, 0.8),
+        run("jepa", 1.0, 0.7),
+        run("mae", 1.0, 0.4),
+    ]
+    v = objective_verdict(runs, cfg)
+    assert v["gap_at_strongest_noise"]["attentive"] == pytest.approx(0.3)
+    assert v["drop_from_weakest_to_strongest_noise"] == pytest.approx({"jepa": 0.2, "mae": 0.4})
+    assert v["expectation_met"] is True
+    runs[2] = run("jepa", 1.0, 0.45)
+    assert objective_verdict(runs, cfg)["expectation_met"] is False
+    assert "| 1 | 45.0 | 40.0 | +5.0 |" in objective_table(runs, cfg)
+
+
+def test_mae_loss_falls_on_clean_synthetic_videos(tmp_path):
+    out = tmp_path / "mae"
+    args = [
+        "--objective", "mae", "--out", str(out), "--max-steps", "60", "--lr", "2e-3", "--start-lr", "2e-4",
+        "--encoder.dim", "32", "--encoder.depth", "2", "--encoder.heads", "2", "--encoder.patch-size", "8",
+        "--predictor.dim", "16", "--predictor.depth", "1", "--predictor.heads", "2", "--frames-per-clip", "4",
+        "--crop-size", "32", "--batch-size", "8", "--synthetic-videos", "16", "--synthetic-noise", "0",
+        "--warmup-steps", "3", "--log-every", "1", "--checkpoint-every", "0",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pretrain_video.py"), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 60
+    first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10  # per-batch losses are noisy
+    assert last < 0.8 * first, (first, last)
+    assert json.loads((out / "summary.json").read_text())["objective"] == "mae"
