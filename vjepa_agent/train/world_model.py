@@ -9,6 +9,7 @@ normalised state, so only the predictor and heads learn.
 from __future__ import annotations
 
 import copy
+import os
 import json
 import logging
 import math
@@ -245,6 +246,11 @@ def train_world_model(
 ) -> tuple[WorldModel, dict[str, Any]]:
     """Train on cfg.data, evaluate on held-out episodes, save into cfg.out; returns (model, summary)."""
     cfg.validate()
+    require(
+        int(os.environ.get("WORLD_SIZE", "1")) == 1,
+        "train_world_model.py trains in one process (small models, cached latents); launch it with "
+        "--num_processes 1 or plain python",
+    )
     store = RolloutStore.open(cfg.data)
     spec = env_spec_from_store(store)
     train_ids, holdout_ids = store.split_episodes(cfg.holdout, seed=cfg.seed)
