@@ -109,7 +109,9 @@ def collect_rollouts(
         **make_kwargs,
     )
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # frames are small: extra threads only fight over the cores (30x slower under load)
+    torch.set_num_threads(
+        1
+    )  # frames are small: extra threads only fight over the cores (30x slower under load)
     try:
         td = _run(envs, steps, pixels, policy, seed, progress, env_id)
         fps = int(envs.metadata.get("render_fps") or 20)

@@ -9,10 +9,10 @@ normalised state, so only the predictor and heads learn.
 from __future__ import annotations
 
 import copy
-import os
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
