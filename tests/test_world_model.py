@@ -17,6 +17,9 @@ from vjepa_agent.models.ac_predictor import ACPredictor, block_causal_mask
 from vjepa_agent.world_model import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
+# flags of a ~20k-parameter pixel world model for subprocess runs
+TINY_WM_FLAGS = ["--encoder.dim", "32", "--encoder.depth", "1", "--encoder.heads", "2"]
+TINY_WM_FLAGS += ["--predictor-dim", "32", "--predictor-depth", "1", "--eval-horizon", "5"]
 TINY_ENC = EncoderConfig(dim=32, depth=1, heads=2, patch_size=8, tubelet_size=2, pos_embed="sincos")
 DISCRETE = {"type": "Discrete", "shape": [], "n": 2, "start": 0}
 BOX = {"type": "Box", "shape": [1], "dtype": "float32", "low": [-2.0], "high": [2.0]}
@@ -173,20 +176,9 @@ def test_collect_train_beats_copy_last(tmp_path):
         str(out),
         "--steps",
         "150",
-        "--encoder.dim",
-        "32",
-        "--encoder.depth",
-        "1",
-        "--encoder.heads",
-        "2",
+        *TINY_WM_FLAGS,
         "--latent-dim",
         "32",
-        "--predictor-dim",
-        "32",
-        "--predictor-depth",
-        "1",
-        "--eval-horizon",
-        "5",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
@@ -243,20 +235,9 @@ def test_collect_train_beats_copy_last(tmp_path):
         "5",
         "--encoder-init",
         str(pre),
-        "--encoder.dim",
-        "32",
-        "--encoder.depth",
-        "1",
-        "--encoder.heads",
-        "2",
+        *TINY_WM_FLAGS,
         "--latent-dim",
         "16",
-        "--predictor-dim",
-        "32",
-        "--predictor-depth",
-        "1",
-        "--eval-horizon",
-        "5",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # a store from another env is refused with one line
