@@ -50,8 +50,9 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> 
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """Wait for queued kernels on an accelerator (CPU work is synchronous)."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
 
 
 @cli_entry
@@ -100,17 +101,21 @@ def main():
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times[2:])
 
-    # 3. the matmul rate of this machine, measured now
-    if device.type == "cuda":
+    # 3. peak memory of the training steps, then the matmul rate of this machine, measured now
+    on_accelerator = device.type != "cpu"
+    if on_accelerator:
+        peak_mem = torch.accelerator.max_memory_allocated(device) / 2**20
+    else:
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # utilisation is against the matmul rate of the precision the step runs in
+    if accelerator.mixed_precision == "bf16":
         rate, rate_kind = matmul_rate(device, torch.bfloat16, 8192, 20), "bf16"
-        peak_mem = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         rate, rate_kind = matmul_rate(device, torch.float32, 2048, 10), "fp32"
-        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "config": args.config,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
+        "device": torch.get_device_module(device).get_device_name(device)
+        if on_accelerator
         else f"cpu x{torch.get_num_threads()} threads",
         "mixed_precision": accelerator.mixed_precision,
         "batch_size": cfg.batch_size,
@@ -124,7 +129,7 @@ def main():
         f"measured_matmul_tflops_{rate_kind}": rate / 1e12,
         "utilisation": flops / step_s / rate,
         "peak_memory_mb": peak_mem,
-        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+        "peak_memory_kind": "accelerator max allocated" if on_accelerator else "process max RSS",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

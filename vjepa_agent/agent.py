@@ -54,14 +54,9 @@ class LatentObjective:
         cost = torch.zeros(traj.shape[:2], device=traj.device)
         if self.goal is not None and self.goal_weight:
             goal = self.goal.to(traj.device).expand(e, *traj.shape[3:])  # (E, *latent)
-            if self.goal_dim_weights is None:
-                dist = planning.goal_distance(traj, goal, p=self.p, final_only=self.final_only)
-            else:
-                per_dim = (traj - goal[:, None, None]).abs().pow(self.p) * self.goal_dim_weights.to(
-                    traj.device
-                )
-                per_step = per_dim.flatten(3).mean(-1)  # (E, S, H)
-                dist = per_step[..., -1] if self.final_only else per_step.sum(-1)
+            dist = planning.goal_distance(
+                traj, goal, p=self.p, final_only=self.final_only, weights=self.goal_dim_weights
+            )
             cost = cost + self.goal_weight * dist
         if self.reward_weight or self.termination_penalty:
             term = wm.termination(traj)

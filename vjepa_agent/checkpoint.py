@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -132,11 +131,6 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"'{path}' is not valid JSON ({e})") from e
-
-
-def torch_load(path: str | Path) -> Any:
-    """torch.load without executing pickles."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def export_pretrained(model: nn.Module, cfg, folder: str | Path, step: int) -> Path:

@@ -161,30 +161,31 @@ def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor |
 def run_episode(
     agent: MPCAgent, wm: WorldModel, env: gym.Env, seed: int, record: bool, max_steps: int | None
 ):
-    """One episode with the agent; returns (return, length, frames, one-step latent errors)."""
+    """One episode with the agent; returns (return, length, frames, one-step latent errors, success).
+
+    With `record`, also keeps the rendered frames and, per step, the error between the model's
+    one-step prediction and the encoding of the observation that followed (for the plot).
+    """
     obs, _ = env.reset(seed=seed)
     agent.reset(1)
-    total, steps, frames, errors = 0.0, 0, [], []
-    prev, success = None, False
+    total, steps, frames, errors, success = 0.0, 0, [], [], False
+    encode = lambda o: wm.encode(torch.as_tensor(np.asarray(o))[None])  # noqa: E731
+    z = encode(obs) if record else None
     while True:
         action = agent.act(obs[None])[0]
         if record and env.unwrapped.render_mode == "rgb_array":
             frames.append(env.unwrapped.render())
-        with torch.no_grad():
-            z = wm.encode(torch.as_tensor(np.asarray(obs))[None])
-            a = torch.as_tensor(np.asarray(action))[None]
-            z_pred = wm.predict(z, a)
         obs, reward, terminated, truncated, info = env.step(action)
         success = success or bool(info.get("is_success", False))
         total += float(reward)
         steps += 1
-        with torch.no_grad():
-            z_real = wm.encode(torch.as_tensor(np.asarray(obs))[None])
-        errors.append(float((z_pred - z_real).abs().mean()))
-        prev = z_real
+        if record:
+            with torch.no_grad():
+                z_pred = wm.predict(z, torch.as_tensor(np.asarray(action))[None])
+                z = encode(obs)
+            errors.append(float((z_pred - z).abs().mean()))
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
-    del prev
     return total, steps, frames, errors, success
 
 

@@ -451,13 +451,17 @@ def gaussian_init(
 
 
 def goal_distance(
-    pred: torch.Tensor, goal: torch.Tensor, p: float = 1, final_only: bool = True
+    pred: torch.Tensor,
+    goal: torch.Tensor,
+    p: float = 1,
+    final_only: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Distance of predicted latents to a goal latent, (E, S).
 
     pred: (E, S, H, *D) predicted latents; goal: (E, *D). Per step the mean over latent dims of
-    |pred - goal|^p (p=1: L1 as in V-JEPA 2-AC; p=2: mean squared error), then the last step only
-    (final_only) or the sum over the H steps.
+    |pred - goal|^p (p=1: L1 as in V-JEPA 2-AC; p=2: mean squared error), each dim multiplied by
+    `weights` (*D) when given, then the last step only (final_only) or the sum over the H steps.
     """
     require(p > 0, f"p must be > 0, got {p}.")
     require(
@@ -465,7 +469,10 @@ def goal_distance(
         f"pred (E, S, H, ...) {tuple(pred.shape)} and goal (E, ...) {tuple(goal.shape)} do not match.",
     )
     goal = goal[:, None, None]  # (E, 1, 1, *D)
-    per_step = (pred - goal).abs().pow(p).flatten(3).mean(dim=-1)  # (E, S, H)
+    per_dim = (pred - goal).abs().pow(p)
+    if weights is not None:
+        per_dim = per_dim * weights.to(per_dim.device)
+    per_step = per_dim.flatten(3).mean(dim=-1)  # (E, S, H)
     return per_step[..., -1] if final_only else per_step.sum(dim=-1)
 
 

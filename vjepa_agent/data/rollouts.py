@@ -26,6 +26,7 @@ collection ends with done=False.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -426,7 +427,7 @@ class RolloutClipDataset(torch.utils.data.Dataset):
         import torch.nn.functional as F
 
         row = int(self.starts[i])
-        c = max(k for k in range(len(self.store._chunks)) if self.offsets[k] <= row)
+        c = bisect.bisect_right(self.offsets, row) - 1  # the chunk holding this row
         local = row - self.offsets[c]
         pixels = torch.as_tensor(
             self.store._chunks[c]["pixels"][local : local + self.frames]

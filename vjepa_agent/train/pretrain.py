@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from vjepa_agent import checkpoint as ckpt
 from vjepa_agent import schedules
 from vjepa_agent.config import PretrainConfig, save_yaml
+from vjepa_agent.data.video import collate_clips
 from vjepa_agent.errors import UserError
 from vjepa_agent.masking import mask_generator, sample_masks
 from vjepa_agent.metrics import effective_rank, embedding_std
@@ -126,9 +127,13 @@ def train_step(
     step: int,
     momentum: float,
 ) -> dict[str, Any]:
-    """One optimizer step over micro-batches of video (B, C, T, H, W), then the EMA update."""
+    """One optimizer step over micro-batches of video (B, C, T, H, W), then the EMA update.
+
+    Loss and grad norm come back as device tensors: reading them forces a host sync, which the
+    loop does only at log steps.
+    """
     core = accelerator.unwrap_model(model)
-    loss, dropped = 0.0, 0
+    loss, dropped = torch.zeros((), device=accelerator.device), 0
     for micro, video in enumerate(micro_batches):
         # 1. masks are a pure function of (seed, step, rank, micro-batch)
         video = video.to(accelerator.device, non_blocking=True)
@@ -142,14 +147,12 @@ def train_step(
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             result = model(video, masks)
             accelerator.backward(result["loss"] / len(micro_batches))
-        loss += float(result["loss"].detach()) / len(micro_batches)
+        loss += result["loss"].detach() / len(micro_batches)
     # 3. clip and step
     if cfg.grad_clip is not None:
-        grad_norm = float(accelerator.clip_grad_norm_(params, cfg.grad_clip))
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
     else:
-        grad_norm = float(
-            torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        )
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     # 4. EMA update of the teacher on the unwrapped module
@@ -218,13 +221,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         world=world,
         start=start_step * micro_per_step * cfg.batch_size,
         num_workers=cfg.num_workers,
-        collate_fn=_collate,
+        collate_fn=collate_clips,
     )
     batches = iter(loader)
     sigterm = SigtermFlag()
 
     clips_per_step = cfg.batch_size * cfg.grad_accum * world
-    step_times, recent_losses = [], []
+    window_losses, window_rates = [], []  # losses since the last log step; clips/s per log window
     monitors = {"teacher_std": float("nan"), "effective_rank": float("nan")}
     final_loss, stopped_by_signal, last_saved = float("nan"), False, -1
     bar = tqdm(
@@ -234,11 +237,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         desc="pretrain",
         dynamic_ncols=True,
     )
-    train_start = time.perf_counter()
+    train_start = window_start = time.perf_counter()
+    data_wait = 0.0
     step = start_step
     while step < cfg.max_steps:
-        t_step = time.perf_counter()
-        data_wait = 0.0
         # 1. schedules from the global step
         lr = schedules.lr_at(
             step,
@@ -268,29 +270,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         result = train_step(
             accelerator, model, optimizer, params, micro_batches, cfg, step, momentum
         )
-        step_loss, grad_norm, dropped = result["loss"], result["grad_norm"], result["dropped"]
+        window_losses.append(result["loss"])
         step += 1
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(
-                f"loss is {step_loss} at step {step}; lower --lr or check the data"
-            )
+        bar.update(1)
 
-        # 5. monitors, logging
-        step_time = time.perf_counter() - t_step
-        step_times.append(step_time)
-        recent_losses.append(step_loss)
-        recent_losses = recent_losses[-cfg.log_every :]
-        logs = {
-            "loss": step_loss,
-            "lr": lr,
-            "weight_decay": wd,
-            "ema_momentum": momentum,
-            "grad_norm": grad_norm,
-            "clips_per_s": clips_per_step / step_time,
-            "data_wait_fraction": data_wait / step_time,
-            "dropped_tokens": dropped,
-            "skipped_files": len(skipped),
-        }
+        # 3. collapse monitors and logging (the only places that read device values)
+        logs = {}
         if step % cfg.monitor_every == 0 or step == cfg.max_steps:
             monitors = {
                 "teacher_std": embedding_std(result["embeddings"]),
@@ -307,23 +292,44 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     monitors["teacher_std"],
                     monitors["effective_rank"],
                 )
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            final_loss = float(
-                accelerator.reduce(
-                    torch.tensor(recent_losses, device=accelerator.device), "mean"
-                ).mean()
+        log_step = step % cfg.log_every == 0 or step == cfg.max_steps
+        if log_step:
+            losses = torch.stack(window_losses)
+            step_loss = float(losses[-1])
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(
+                    f"loss is {step_loss} at step {step}; lower --lr or check the data"
+                )
+            final_loss = float(accelerator.reduce(losses, "mean").mean())
+            elapsed = time.perf_counter() - window_start
+            window_rates.append(clips_per_step * len(window_losses) / elapsed)
+            logs.update(
+                {
+                    "loss": step_loss,
+                    "loss_avg": final_loss,
+                    "lr": lr,
+                    "weight_decay": wd,
+                    "ema_momentum": momentum,
+                    "grad_norm": float(result["grad_norm"]),
+                    "clips_per_s": window_rates[-1],
+                    "data_wait_fraction": data_wait / elapsed,
+                    "dropped_tokens": result["dropped"],
+                    "skipped_files": len(skipped),
+                }
             )
-            logs["loss_avg"] = final_loss
             accelerator.log(logs, step=step)
             if accelerator.is_main_process:
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, **logs}) + "\n")
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", clips_s=f"{clips_per_step / step_time:.1f}")
+            bar.set_postfix(loss=f"{step_loss:.4f}", clips_s=f"{window_rates[-1]:.1f}")
+            window_losses, window_start, data_wait = [], time.perf_counter(), 0.0
 
-        # 6. checkpoint: every N steps, at the end, or on SIGTERM (agreed across ranks)
-        stop = torch.tensor(float(sigterm.raised), device=accelerator.device)
-        stop = bool(accelerator.reduce(stop, "sum") > 0) if world > 1 else sigterm.raised
+        # 4. checkpoint: every N steps, at the end, or on SIGTERM (ranks agree at log steps)
+        stop = sigterm.raised
+        if world > 1:
+            stop = log_step and bool(
+                accelerator.reduce(torch.tensor(float(stop), device=accelerator.device), "sum") > 0
+            )
         periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
         if periodic or stop or step == cfg.max_steps:
             ckpt.save_training_state(
@@ -338,7 +344,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             break
     bar.close()
 
-    # 7. export weights and write the summary; every rank must hold the same teacher
+    # 5. export weights and write the summary; every rank must hold the same teacher
     checksums = gather_object(
         [module_checksum(core.teacher if hasattr(core, "teacher") else core.student)]
     )
@@ -347,13 +353,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     all_skipped = (
         sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
     )
-    if math.isnan(final_loss) and recent_losses:
-        final_loss = float(statistics.fmean(recent_losses))
-    timed = step_times[2:] if len(step_times) > 4 else step_times
+    rates = window_rates[1:] if len(window_rates) > 2 else window_rates  # first window warms up
     summary = {
         "steps": step,
         "final_loss": final_loss,
-        "clips_per_s": clips_per_step / statistics.median(timed) if timed else float("nan"),
+        "clips_per_s": statistics.median(rates) if rates else float("nan"),
         "teacher_std": monitors["teacher_std"],
         "effective_rank": monitors["effective_rank"],
         "skipped_files": len(all_skipped),
@@ -394,9 +398,3 @@ def module_checksum(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _collate(items):
-    from vjepa_agent.data.video import collate_clips
-
-    return collate_clips(items)

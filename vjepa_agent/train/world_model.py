@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
@@ -204,26 +205,46 @@ def _gather(store: RolloutStore, key, rows: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 512) -> TensorDict:
     """Encode every transition once (frozen encoder): (N,) TensorDict with "latent", ("next", "latent"),
-    "action", ("next", "reward"), ("next", "terminated"), rows in the order of store.data."""
+    "action", ("next", "reward"), ("next", "terminated"), rows in the order of store.data.
+
+    Within an episode the next observation of row i is the observation of row i + 1, so only the
+    last transition of each episode has its next observation encoded separately.
+    """
     key = _obs_key(model)
     parts = []
     for chunk in store._chunks:
-        for i in range(0, chunk.batch_size[0], batch):
-            td = chunk[i : i + batch]
-            parts.append(
-                TensorDict(
-                    {
-                        "latent": model.encode(torch.as_tensor(td[key]).to(device)),
-                        "action": torch.as_tensor(td["action"]).to(device),
-                        "next": {
-                            "latent": model.encode(torch.as_tensor(td["next", key]).to(device)),
-                            "reward": torch.as_tensor(td["next", "reward"]).to(device),
-                            "terminated": torch.as_tensor(td["next", "terminated"]).to(device),
-                        },
-                    },
-                    batch_size=[td.batch_size[0]],
-                )
+        n = chunk.batch_size[0]
+        latent = torch.cat(
+            [
+                model.encode(torch.as_tensor(chunk[key][i : i + batch]).to(device))
+                for i in range(0, n, batch)
+            ]
+        )  # (n, *latent)
+        episode = torch.as_tensor(chunk["episode"])
+        last = torch.ones(n, dtype=torch.bool)
+        last[:-1] = episode[1:] != episode[:-1]  # rows whose next observation is not the next row's
+        next_latent = torch.empty_like(latent)
+        next_latent[:-1] = latent[1:]
+        rows = last.nonzero().squeeze(1)
+        for i in range(0, len(rows), batch):
+            sel = rows[i : i + batch]
+            next_latent[sel.to(latent.device)] = model.encode(
+                torch.as_tensor(chunk["next", key][sel]).to(device)
             )
+        parts.append(
+            TensorDict(
+                {
+                    "latent": latent,
+                    "action": torch.as_tensor(chunk["action"]).to(device),
+                    "next": {
+                        "latent": next_latent,
+                        "reward": torch.as_tensor(chunk["next", "reward"]).to(device),
+                        "terminated": torch.as_tensor(chunk["next", "terminated"]).to(device),
+                    },
+                },
+                batch_size=[n],
+            )
+        )
     return torch.cat(parts)
 
 
@@ -258,7 +279,7 @@ def train_world_model(
         len(train_ids) > 0 and len(holdout_ids) > 0,
         f"rollout store '{cfg.data}' has too few episodes to hold some out",
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = Accelerator().device  # Accelerate owns devices; this loop is single-process
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "train_config.yaml")
