@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
 import envs
@@ -51,13 +52,20 @@ def test_block_causal_mask():
     assert not m[1, 2] and m[2, 1]  # step 0 cannot see step 1; step 1 sees step 0
 
 
-def test_future_actions_do_not_change_past_predictions():
+@pytest.mark.parametrize("tokens,fuse", [(4, False), (1, True)])
+def test_future_actions_do_not_change_past_predictions(tokens, fuse):
     torch.manual_seed(0)
     pred = ACPredictor(
-        latent_dim=8, action_dim=3, tokens_per_frame=4, dim=32, depth=2, heads=4
+        latent_dim=8,
+        action_dim=3,
+        tokens_per_frame=tokens,
+        dim=32,
+        depth=2,
+        heads=4,
+        fuse_action=fuse,
     ).eval()
     torch.nn.init.normal_(pred.latent_out.weight, std=0.1)  # not the zero init, so outputs vary
-    z = torch.randn(2, 5, 4, 8)
+    z = torch.randn(2, 5, tokens, 8)
     a = torch.randn(2, 5, 3)
     out = pred(z, a)
     a2 = a.clone()
@@ -68,6 +76,25 @@ def test_future_actions_do_not_change_past_predictions():
     z2 = z.clone()
     z2[:, 4] += 1.0  # a future latent must not change earlier predictions either
     torch.testing.assert_close(pred(z2, a)[:, :4], out[:, :4])
+
+
+def test_single_token_attention_is_its_value_projection():
+    from vjepa_agent.models.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4)
+    x = torch.randn(5, 1, 32)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    full = attn.proj(
+        F.scaled_dot_product_attention(
+            q.view(5, 1, 4, 8).transpose(1, 2),
+            k.view(5, 1, 4, 8).transpose(1, 2),
+            v.view(5, 1, 4, 8).transpose(1, 2),
+        )
+        .transpose(1, 2)
+        .reshape(5, 1, 32)
+    )
+    torch.testing.assert_close(attn(x), full)
 
 
 @pytest.mark.parametrize("latent", ["compact", "tokens"])

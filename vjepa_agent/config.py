@@ -349,6 +349,10 @@ class WorldModelConfig:
     """Blocks of the action-conditioned predictor."""
     predictor_heads: int = 4
     """Heads of the action-conditioned predictor."""
+    fuse_action: bool = True
+    """Compact latents: add the action embedding to the step's latent token instead of giving the
+    action its own token (one token per step: half the predictor's work, and no attention at all
+    with context 1). Token latents always interleave action tokens (V-JEPA 2-AC)."""
     context: int = 1
     """Past steps the predictor sees: 1 = Markov (enough with frame-stacked observations and the
     fastest to plan with); a value >= seq_len trains with full block-causal context over the sequence

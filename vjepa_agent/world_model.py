@@ -169,6 +169,7 @@ class WorldModel(nn.Module):
             depth=cfg.predictor_depth,
             heads=cfg.predictor_heads,
             max_steps=64,
+            fuse_action=cfg.fuse_action and tokens == 1,
         )
         flat = tokens * latent_dim
         self.reward_head = _head(flat)
@@ -332,6 +333,9 @@ class _PredictStep(nn.Module):
 
 def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d = dict(d)
+    d.setdefault(
+        "fuse_action", False
+    )  # folders written before the option had separate action tokens
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

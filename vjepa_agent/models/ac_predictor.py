@@ -3,8 +3,10 @@
 Per time step t the sequence holds `[action token a_t, (state token), N frame tokens of z_t]`;
 attention is block-causal over time: a token at step t sees every token at steps <= t. The
 outputs at the frame tokens of step t predict the frame tokens of step t + 1 (as a residual on
-z_t). With N = 1 (one pooled/projected latent per frame: the "compact" mode) a step costs two
-tokens, which is what makes planning fast; N > 1 is the full token mode.
+z_t). N > 1 is the full token mode. With N = 1 (one pooled/projected latent per frame: the
+"compact" mode) the action can instead be fused into the frame token (`fuse_action`: its
+embedding is added to it), so a step is one token: half the work per step, and a one-step
+(Markov) prediction needs no attention at all, which is what makes planning fast.
 
 Shapes: latents (B, T, N, Dz), actions (B, T, A) (already one-hot or scaled to [-1, 1]),
 optional states (B, T, P); output (B, T, N, Dz).
@@ -39,9 +41,13 @@ class ACPredictor(nn.Module):
         mlp_ratio: float = 4.0,
         max_steps: int = 64,
         state_dim: int = 0,
+        fuse_action: bool = False,
     ):
         super().__init__()
+        if fuse_action and (tokens_per_frame != 1 or state_dim > 0):
+            raise ValueError("fuse_action needs one token per frame and no state tokens")
         self.tokens_per_frame = tokens_per_frame
+        self.fuse_action = fuse_action
         self.max_steps = max_steps
         self.state_dim = state_dim
         self.latent_in = nn.Linear(latent_dim, dim)
@@ -66,11 +72,16 @@ class ACPredictor(nn.Module):
         if t > self.max_steps:
             raise ValueError(f"sequence of {t} steps is longer than max_steps={self.max_steps}")
         time = self.time_embed[:t]  # (T, Dp)
+        frame = self.latent_in(latents) + self.token_embed + self.type_embed[2]  # (B, T, N, Dp)
+        if self.fuse_action:  # one token per step: frame + action embedding
+            x = frame + (self.action_in(actions) + time)[:, :, None]  # (B, T, 1, Dp)
+            mask = block_causal_mask(t, 1, x.device) if t > 1 else None
+            x = self.transformer(x[:, :, 0], attn_mask=mask)  # (B, T, Dp)
+            return latents + self.latent_out(x)[:, :, None]
         # 1. tokens of each step: action, optional state, frame tokens
         parts = [(self.action_in(actions) + self.type_embed[0] + time)[:, :, None]]  # (B, T, 1, Dp)
         if self.state_in is not None:
             parts.append((self.state_in(states) + self.type_embed[1] + time)[:, :, None])
-        frame = self.latent_in(latents) + self.token_embed + self.type_embed[2]  # (B, T, N, Dp)
         parts.append(frame + time[:, None])
         x = torch.cat(parts, dim=2)  # (B, T, K, Dp), K tokens per step
         k = x.shape[2]
