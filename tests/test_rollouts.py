@@ -150,6 +150,14 @@ def test_sample_sequences_stay_inside_one_episode(cartpole):
     assert (batch["episode"] == batch["episode"][:, :1]).all()
     assert (batch["step"][:, 1:] == batch["step"][:, :-1] + 1).all()
     assert not batch["next", "done"][:, :-1].any()  # only a window's last step may end it
+    # prev_action: the action of the row before, inside the window and before its first step
+    assert torch.equal(batch["prev_action"][:, 1:], batch["action"][:, :-1])
+    data, first = store.data, batch["step"][:, 0] > 0
+    rows = [
+        int(((data["episode"] == e) & (data["step"] == s - 1)).nonzero())
+        for e, s in zip(batch["episode"][first, 0], batch["step"][first, 0])
+    ]
+    assert first.any() and torch.equal(batch["prev_action"][first, 0], data["action"][rows])
     again = store.sample_sequences(64, 6, generator=torch.Generator().manual_seed(0))
     assert (batch == again).all()
 

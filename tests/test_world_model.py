@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from vjepa_agent.config import EncoderConfig, WorldModelConfig
+from vjepa_agent.data.rollouts import RolloutStore
 from vjepa_agent.errors import UserError
 from vjepa_agent.models.ac_predictor import ACPredictor, block_causal_mask
 from vjepa_agent.world_model import WorldModel
@@ -106,13 +107,21 @@ def test_pixel_world_model_shapes(latent, action):
     wm = WorldModel(cfg, pixel_spec(action)).eval()
     frames = torch.randint(0, 256, (3, 3, 2, 32, 32), dtype=torch.uint8)
     z = wm.encode(frames)
-    lat = (16,) if latent == "compact" else (16, 32)
+    # compact latents end with the previous action's features (2 one-hot or 1 scaled value)
+    lat = (16 + (2 if action is DISCRETE else 1),) if latent == "compact" else (16, 32)
     assert z.shape == (3, *lat) and torch.isfinite(z).all()
     acts = torch.randint(0, 2, (3, 5, 7)) if action is DISCRETE else torch.rand(3, 5, 7, 1) * 4 - 2
     traj = wm.rollout(z[:, None], acts)  # 5 samples per start latent, horizon 7
     assert traj.shape == (3, 5, 7, *lat)
     one = wm.predict(z, acts[:, 0, 0])
     torch.testing.assert_close(one, traj[:, 0, 0])
+    if latent == "compact":
+        # after a reset the previous action is zeros; a rollout carries the action it applied
+        assert (z[:, 16:] == 0).all()
+        torch.testing.assert_close(traj[:, 0, 0, 16:], wm.action_features(acts[:, 0, 0]))
+        after = wm.encode(frames, acts[:, 0, 0])
+        torch.testing.assert_close(after[:, 16:], wm.action_features(acts[:, 0, 0]))
+        torch.testing.assert_close(wm.observation_part(after), wm.observation_part(z))
     assert wm.reward(traj).shape == (3, 5, 7)
     p = wm.termination(traj)
     assert p.shape == (3, 5, 7) and ((p >= 0) & (p <= 1)).all()
@@ -216,6 +225,17 @@ def test_collect_train_beats_copy_last(tmp_path):
     assert 0.5 < s["termination_auc"] <= 1.0
     wm = WorldModel.from_pretrained(out)
     assert wm.env["obs"] == "pixels" and wm.env["pixel_shape"] == [3, 2, 32, 32]
+    # cached training latents end with the action taken before each observation (zeros after a
+    # reset), next latents with the action that led to them
+    from vjepa_agent.train.world_model import cache_latents
+
+    store = RolloutStore.open(data)
+    cache = cache_latents(wm, store, "cpu")
+    action, step = store.data["action"], store.data["step"]
+    onehot = torch.nn.functional.one_hot(action, 2).float()
+    torch.testing.assert_close(cache["next", "latent"][:, -2:], onehot)
+    torch.testing.assert_close(cache["latent"][1:, -2:], onehot[:-1] * (step[1:, None] > 0))
+    assert (cache["latent"][step == 0, -2:] == 0).all()
     # the same store is a video source for JEPA pretraining, whose encoder then seeds a world model
     pre = tmp_path / "pre"
     proc = subprocess.run(

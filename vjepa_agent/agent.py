@@ -53,9 +53,11 @@ class LatentObjective:
         e = traj.shape[0]
         cost = torch.zeros(traj.shape[:2], device=traj.device)
         if self.goal is not None and self.goal_weight:
-            goal = self.goal.to(traj.device).expand(e, *traj.shape[3:])  # (E, *latent)
+            # distances on what observations give (not the previous-action features of pixel latents)
+            obs_traj = wm.observation_part(traj)
+            goal = wm.observation_part(self.goal.to(traj.device)).expand(e, *obs_traj.shape[3:])
             dist = planning.goal_distance(
-                traj, goal, p=self.p, final_only=self.final_only, weights=self.goal_dim_weights
+                obs_traj, goal, p=self.p, final_only=self.final_only, weights=self.goal_dim_weights
             )
             cost = cost + self.goal_weight * dist
         if self.reward_weight or self.termination_penalty:
@@ -115,6 +117,7 @@ class MPCAgent:
             self.mean, self.std = planning.gaussian_init(self.low, self.high, num_envs, h)
         self.plan: torch.Tensor | None = None
         self.plan_step = 0
+        self.last_action: torch.Tensor | None = None  # (E[, A]) for latents that carry it
         self.timing = {"encode": 0.0, "model": 0.0, "total": 0.0, "decisions": 0, "plans": 0}
         self.last_traj: torch.Tensor | None = None
 
@@ -129,10 +132,11 @@ class MPCAgent:
         t0 = time.perf_counter()
         if self.plan is None or self.plan_step >= self.cfg.replan_every:
             obs = torch.as_tensor(np.asarray(obs), device=self.device)
-            z = self.wm.encode(obs)  # (E, *latent)
+            z = self.wm.encode(obs, self.last_action)  # (E, *latent)
             self.timing["encode"] += time.perf_counter() - t0
             self._replan(z)
         action = self.plan[:, self.plan_step]
+        self.last_action = action[:, 0] + self.start if self.kind == "discrete" else action
         self.plan_step += 1
         self.timing["total"] += time.perf_counter() - t0
         self.timing["decisions"] += 1
@@ -145,7 +149,8 @@ class MPCAgent:
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:
             t = time.perf_counter()
-            acts = actions[..., 0] if self.kind == "discrete" else actions  # (E, S, H[, A])
+            # env actions (E, S, H[, A]); discrete plans count from 0, the env from `start`
+            acts = actions[..., 0] + self.start if self.kind == "discrete" else actions
             traj = self.wm.rollout(start_latent, acts)  # (E, S, H, *latent)
             cost = self.objective(self.wm, traj)
             self.timing["model"] += time.perf_counter() - t

@@ -349,6 +349,9 @@ class WorldModelConfig:
     """Blocks of the action-conditioned predictor."""
     predictor_heads: int = 4
     """Heads of the action-conditioned predictor."""
+    previous_action: bool = True
+    """Compact pixel latents end with the action taken before the observation (stacked frames show
+    the velocity before the last push, not after it); state latents never need it."""
     fuse_action: bool = True
     """Compact latents: add the action embedding to the step's latent token instead of giving the
     action its own token (one token per step: half the predictor's work, and no attention at all

@@ -169,7 +169,7 @@ def run_episode(
     obs, _ = env.reset(seed=seed)
     agent.reset(1)
     total, steps, frames, errors, success = 0.0, 0, [], [], False
-    encode = lambda o: wm.encode(torch.as_tensor(np.asarray(o))[None])  # noqa: E731
+    encode = lambda o, a=None: wm.encode(torch.as_tensor(np.asarray(o))[None], a)  # noqa: E731
     z = encode(obs) if record else None
     while True:
         action = agent.act(obs[None])[0]
@@ -181,9 +181,12 @@ def run_episode(
         steps += 1
         if record:
             with torch.no_grad():
-                z_pred = wm.predict(z, torch.as_tensor(np.asarray(action))[None])
-                z = encode(obs)
-            errors.append(float((z_pred - z).abs().mean()))
+                a = torch.as_tensor(np.asarray(action))[None]
+                z_pred = wm.predict(z, a)
+                z = encode(obs, a)
+            errors.append(
+                float((wm.observation_part(z_pred) - wm.observation_part(z)).abs().mean())
+            )
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
     return total, steps, frames, errors, success

@@ -13,6 +13,12 @@ layer-normed token, (..., N, D). State observations use the normalised state as 
 
 Actions are given as the env takes them: Discrete indices (...,) or (..., 1) long; Box values
 (..., A) float. They are one-hot encoded or scaled to [-1, 1] inside.
+
+Compact pixel latents end with the features of the action that led to the observation (zeros
+after a reset; `previous_action`): a stack of frames shows the velocity before the last push, not
+after it, so without that action the latent would not be Markov. `encode(obs, prev_action)`
+fills it in, `predict` / `rollout` set it to the action they apply, and `observation_part(z)`
+drops it (errors and goal distances are measured on that part only).
 """
 
 from __future__ import annotations
@@ -159,6 +165,11 @@ class WorldModel(nn.Module):
         else:
             self.encoder = StateLatentEncoder(int(env["observation_shape"][0]))
             tokens, latent_dim = 1, int(env["observation_shape"][0])
+        # the trailing previous-action features of compact pixel latents (see module docstring)
+        self.prev_action_dims = (
+            self.action_dim if env["obs"] == "pixels" and tokens == 1 and cfg.previous_action else 0
+        )
+        latent_dim += self.prev_action_dims
         self.tokens_per_frame, self.latent_dim = tokens, latent_dim
         # 2. predictor and heads
         self.predictor = ACPredictor(
@@ -194,13 +205,48 @@ class WorldModel(nn.Module):
         a = actions.float()
         return 2 * (a - self.action_low) / (self.action_high - self.action_low) - 1
 
+    def prev_action_features(
+        self,
+        prev_action: torch.Tensor | None,
+        lead: tuple[int, ...],
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Features (*lead, A) of the actions taken before observations: zeros where there was none
+        (prev_action None, or valid (*lead) False)."""
+        if prev_action is None:
+            return torch.zeros(*lead, self.action_dim, device=next(self.parameters()).device)
+        feats = self.action_features(prev_action).expand(*lead, self.action_dim)
+        return feats if valid is None else feats * valid[..., None].to(feats.dtype)
+
+    def with_prev_action(self, z: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Replace the previous-action part of latents z (..., Z) by feats (..., A)."""
+        if not self.prev_action_dims:
+            return z
+        return torch.cat([z[..., : -self.prev_action_dims], feats.to(z.dtype)], dim=-1)
+
+    def observation_part(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents without their previous-action features (what the observation alone gives)."""
+        return z[..., : -self.prev_action_dims] if self.prev_action_dims else z
+
     # ---- the API ----
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations (..., C, T, H, W) uint8 or (..., O) -> latents (..., Z) or (..., N, D)."""
+    def encode(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Observations (..., C, T, H, W) uint8 or (..., O) -> latents (..., Z) or (..., N, D).
+
+        Compact pixel latents also take the action taken before each observation, `prev_action`
+        as `predict` takes actions (None or `valid` False: a first observation after a reset).
+        """
         obs_ndim = 4 if self.env["obs"] == "pixels" else 1
         lead = obs.shape[: obs.ndim - obs_ndim]
         z = self.encoder(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim :]))
-        return z.reshape(*lead, *z.shape[1:])
+        z = z.reshape(*lead, *z.shape[1:])
+        if self.prev_action_dims:
+            z = torch.cat([z, self.prev_action_features(prev_action, lead, valid)], dim=-1)
+        return z
 
     def _step_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, *latent) -> (B, T, N, D) predictor layout."""
@@ -220,7 +266,7 @@ class WorldModel(nn.Module):
             out = out.reshape(b, t, *out.shape[2:])
         else:
             out = self.predictor(self._step_tokens(latents), feats)
-        return out[:, :, 0] if self.compact else out
+        return self.with_prev_action(out[:, :, 0], feats) if self.compact else out
 
     def predict(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One step: z (..., *latent), action (...) long or (..., A) float -> z_next (..., *latent)."""
@@ -252,7 +298,7 @@ class WorldModel(nn.Module):
             start = max(0, k + 1 - window)
             lat = torch.stack(history[start:], dim=1)  # (B, t, *latent)
             nxt = self.predictor(self._step_tokens(lat), feats[:, start : k + 1])[:, -1]
-            history.append(nxt[:, 0] if self.compact else nxt)
+            history.append(self.with_prev_action(nxt[:, 0], feats[:, k]) if self.compact else nxt)
         traj = torch.stack(history[1:], dim=1)  # (B, H, *latent)
         return traj.reshape(*lead, horizon, *traj.shape[2:])
 
@@ -333,9 +379,9 @@ class _PredictStep(nn.Module):
 
 def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d = dict(d)
-    d.setdefault(
-        "fuse_action", False
-    )  # folders written before the option had separate action tokens
+    # folders written before these options: separate action tokens, no previous action
+    d.setdefault("fuse_action", False)
+    d.setdefault("previous_action", False)
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

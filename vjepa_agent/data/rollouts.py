@@ -296,7 +296,8 @@ class RolloutStore:
         """Sample `batch_size` windows of `seq_len` consecutive transitions, batch size (B, T).
 
         Every window lies inside one episode (never across a reset), uniformly over all valid
-        windows (so longer episodes are sampled more). `episodes` restricts sampling to those
+        windows (so longer episodes are sampled more). `"prev_action"` (B, T[, A]) is the action taken
+        before each row; it is meaningless where `"step"` is 0 (nothing came before a reset). `episodes` restricts sampling to those
         episode ids (e.g. the train ids of `split_episodes`).
         """
         if seq_len < 1 or batch_size < 1:
@@ -326,6 +327,10 @@ class RolloutStore:
             sel = (chunk == c).nonzero().squeeze(1)
             parts.append(self._chunks[c][idx[sel]])
             order.append(sel)
+            # the action taken before each row (meaningless where step == 0: nothing came before)
+            parts[-1]["prev_action"] = torch.as_tensor(
+                self._chunks[c]["action"][(idx[sel] - 1).clamp(min=0)]
+            )
         out = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             out = out[torch.argsort(torch.cat(order))]

@@ -79,11 +79,22 @@ def encode_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Student latents of the observations and (no grad) target latents of the next ones, (B, T, *latent)."""
     key = _obs_key(model)
-    z = model.encode(batch[key])
+    z = model.encode(batch[key], batch["prev_action"], batch["step"] > 0)
     with torch.no_grad():
-        nxt = batch["next", key]
-        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(z.shape)
+        target = target_latents(model, target_encoder, batch["next", key], batch["action"])
     return z, target
+
+
+def target_latents(
+    model: WorldModel, target_encoder, next_obs: torch.Tensor, actions
+) -> torch.Tensor:
+    """Target latents (B, T, *latent) of next observations (B, T, ...) reached by actions (B, T[, A])."""
+    b, t = next_obs.shape[:2]
+    z = target_encoder(next_obs.reshape(b * t, *next_obs.shape[2:]))
+    z = z.reshape(b, t, *z.shape[1:])
+    if model.prev_action_dims:
+        z = torch.cat([z, model.action_features(actions)], dim=-1)
+    return z
 
 
 def world_model_losses(
@@ -122,13 +133,14 @@ def world_model_losses(
     # 5. learned pixel latents: keep them informative (inverse dynamics on consecutive latents, batch variance)
     loss_inv = loss_var = torch.zeros((), device=z.device)
     if z.requires_grad:
-        logits = model.inverse_dynamics(z[:, :-1], z[:, 1:])  # (B, T-1, A)
+        obs_z = model.observation_part(z)  # the previous-action features would give it away
+        logits = model.inverse_dynamics(obs_z[:, :-1], obs_z[:, 1:])  # (B, T-1, A)
         if model.action_kind == "discrete":
             a = actions[:, :-1].long() - int(model.env["action_space"].get("start", 0))
             loss_inv = F.cross_entropy(logits.flatten(0, 1), a.flatten())
         else:
             loss_inv = F.mse_loss(logits, model.action_features(actions[:, :-1]))
-        flat = z.reshape(-1, z.shape[-1])
+        flat = obs_z.reshape(-1, obs_z.shape[-1])
         loss_var = F.relu(1.0 - flat.std(dim=0)).mean()
         total = total + cfg.inverse_weight * loss_inv + cfg.variance_weight * loss_var
     return {
@@ -157,13 +169,16 @@ def evaluate(
     long_enough = [e for e in episodes if lengths[int(e)] >= horizon]
     if long_enough:
         batch = store.sample_sequences(256, horizon, gen, episodes=long_enough).to(device)
-        z0 = model.encode(batch[key][:, 0])  # (B, *latent) student, as when planning
-        first = target_encoder(batch[key][:, 0])
-        nxt = batch["next", key]
-        target = target_encoder(nxt.reshape(-1, *nxt.shape[2:])).reshape(
-            nxt.shape[0], horizon, *z0.shape[1:]
+        # (B, *latent) student, as when planning
+        z0 = model.encode(batch[key][:, 0], batch["prev_action"][:, 0], batch["step"][:, 0] > 0)
+        # errors on what the observations give (not the previous-action features, known exactly)
+        first = model.observation_part(
+            target_latents(model, target_encoder, batch[key][:, :1], batch["prev_action"][:, :1])
+        )[:, 0]
+        target = model.observation_part(
+            target_latents(model, target_encoder, batch["next", key], batch["action"])
         )
-        traj = model.rollout(z0, batch["action"])
+        traj = model.observation_part(model.rollout(z0, batch["action"]))
         dims = tuple(range(2, traj.ndim))
         err = (traj - target).abs().mean(dim=dims).mean(0)  # (H,)
         base = (first[:, None] - target).abs().mean(dim=dims).mean(0)
@@ -176,10 +191,14 @@ def evaluate(
     rows = store.episode_indices(torch.as_tensor(episodes))
     scores_enc, scores_pred, labels = [], [], []
     for i in range(0, len(rows), 512):
-        td = store.data[rows[i : i + 512]].to(device)
-        nxt = target_encoder(td["next", key])
+        sel = rows[i : i + 512]
+        td = store.data[sel].to(device)
+        prev = store.data["action"][(sel - 1).clamp(min=0)].to(device)
+        nxt = target_latents(
+            model, target_encoder, td["next", key][:, None], td["action"][:, None]
+        )[:, 0]
         scores_enc.append(model.termination(nxt).cpu())
-        pred = model.predict(model.encode(td[key]), td["action"])
+        pred = model.predict(model.encode(td[key], prev, td["step"] > 0), td["action"])
         scores_pred.append(model.termination(pred).cpu())
         labels.append(td["next", "terminated"][..., 0].cpu())
     labels = torch.cat(labels)
@@ -214,9 +233,18 @@ def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 5
     parts = []
     for chunk in store._chunks:
         n = chunk.batch_size[0]
+        actions = torch.as_tensor(chunk["action"]).to(device)
+        prev = actions[
+            (torch.arange(n, device=device) - 1).clamp(min=0)
+        ]  # the action before each row
+        first = torch.as_tensor(chunk["step"]).to(device) == 0  # nothing came before these rows
         latent = torch.cat(
             [
-                model.encode(torch.as_tensor(chunk[key][i : i + batch]).to(device))
+                model.encode(
+                    torch.as_tensor(chunk[key][i : i + batch]).to(device),
+                    prev[i : i + batch],
+                    ~first[i : i + batch],
+                )
                 for i in range(0, n, batch)
             ]
         )  # (n, *latent)
@@ -229,13 +257,13 @@ def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 5
         for i in range(0, len(rows), batch):
             sel = rows[i : i + batch]
             next_latent[sel.to(latent.device)] = model.encode(
-                torch.as_tensor(chunk["next", key][sel]).to(device)
+                torch.as_tensor(chunk["next", key][sel]).to(device), actions[sel.to(device)]
             )
         parts.append(
             TensorDict(
                 {
                     "latent": latent,
-                    "action": torch.as_tensor(chunk["action"]).to(device),
+                    "action": actions,
                     "next": {
                         "latent": next_latent,
                         "reward": torch.as_tensor(chunk["next", "reward"]).to(device),
