@@ -379,7 +379,7 @@ class WorldModelConfig:
     """EMA momentum of the target encoder (pixels)."""
     batch_size: int = 32
     """Sequences per step."""
-    steps: int = 1500
+    steps: int = 6000
     """Optimizer steps."""
     lr: float = 1e-3
     """Peak learning rate (cosine decay after 5% warmup)."""

@@ -33,7 +33,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         goal_weight=1.0,
         termination_penalty=20.0,
         collect_steps={"pixels": 20000, "state": 5000},
-        train_steps={"pixels": 2000, "state": 800},
+        train_steps={"pixels": 6000, "state": 800},
     ),
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
