@@ -56,7 +56,8 @@ def collect_rollouts(
 
     `policy(obs_batch) -> actions` gets the batched observations as numpy, (num_envs, C, T, H, W)
     uint8 in pixel mode or (num_envs, *O) in state mode, and returns num_envs actions (numpy,
-    torch or list); None samples uniformly from the action space, seeded by `seed`. Sub-env i
+    torch or list); a policy with an `episodes_ended(done)` method is told (bool (num_envs,))
+    which envs were reset after each step (`MPCAgent` is such a policy); None samples uniformly from the action space, seeded by `seed`. Sub-env i
     is reset with seed `seed + i`.
 
     With `out`, the data is appended as one chunk to the `RolloutStore` there (created if
@@ -207,6 +208,8 @@ def _run(
             actions = _as_actions(policy(obs_b), E, act_shape, act_dtype)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
+        if done.any() and hasattr(policy, "episodes_ended"):
+            policy.episodes_ended(done)  # a stateful policy (e.g. MPCAgent) forgets those envs
 
         # The recorded next obs is the true one: the terminal obs where an episode ended.
         next_pix = next_obs.copy()

@@ -64,6 +64,41 @@ def test_agent_batched_equals_single_and_is_deterministic():
     )
 
 
+def test_agent_forgets_only_the_envs_whose_episode_ended():
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), STATE_SPEC).eval()
+    env = envs.make_env("CartPole-v1", obs="state")
+    cfg = PlannerConfig(horizon=5, samples=16, elites=4, iterations=2)
+    agent = MPCAgent(wm, env.action_space, LatentObjective(goal=torch.zeros(4)), cfg, seed=3)
+    obs = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 0.05
+    agent(obs)  # a collection policy: resizes to 3 envs, acts
+    before = agent.probs.clone()
+    uniform = torch.full_like(before[0], 0.5)
+    assert not torch.equal(before[1], uniform) and agent.has_last.all()
+    agent.episodes_ended(np.array([False, True, False]))
+    assert torch.equal(agent.probs[1], uniform)  # env 1 starts over
+    assert torch.equal(agent.probs[[0, 2]], before[[0, 2]])  # the others keep their warm start
+    assert agent.has_last.tolist() == [True, False, True] and agent.plan is None
+
+
+def test_collection_tells_a_stateful_policy_which_episodes_ended():
+    class CountResets:
+        def __init__(self):
+            self.ended = 0
+
+        def __call__(self, obs):
+            return np.zeros(len(obs), np.int64)  # always push left: episodes end fast
+
+        def episodes_ended(self, done):
+            self.ended += int(done.sum())
+
+    policy = CountResets()
+    td = envs.collect_rollouts(
+        "CartPole-v1", 200, obs="state", num_envs=2, policy=policy, progress=False
+    )
+    assert policy.ended == int(td["next", "done"].sum()) > 0
+
+
 def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
     out = tmp_path / "run"
     args = [
@@ -79,6 +114,10 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         "600",
         "--train-steps",
         "30",
+        "--rounds",  # one model-based round: 100 more steps collected with the planner, retrain
+        "1",
+        "--round-steps",
+        "100",
         "--max-episode-steps",
         "40",
         "--horizon",
@@ -105,7 +144,7 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         "planner",
     ):
         assert key in s, key
-    assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 600
+    assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 700
     assert all(1 <= r <= 40 for r in s["returns"])
     assert (out / "episode.mp4").stat().st_size > 1000 and (out / "plan.png").stat().st_size > 1000
     import decord
@@ -140,6 +179,8 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         ),
         (["--env", "CartPole-v1", "--goal"], "--goal needs an env with a goal image"),
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
+        (["--env", "CartPole-v1", "--explore", "1.5"], "explore must be in [0, 1]"),
+        (["--env", "CartPole-v1", "--rounds", "-1"], "rounds must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):

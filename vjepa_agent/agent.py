@@ -47,6 +47,10 @@ class LatentObjective:
     """Extra cost times the probability of terminating within the horizon."""
     discount: float = 0.99
     """Discount of predicted rewards."""
+    termination_logit_weight: float = 0.0
+    """Weight of the termination head's logits summed over the horizon: a smooth distance to
+    failure (the probability is ~0 everywhere far from failure and gives the planner nothing to
+    rank; CartPole from pixels: mean return 112 vs 42 with the probability penalty, 4 episodes)."""
 
     def __call__(self, wm: WorldModel, traj: torch.Tensor) -> torch.Tensor:
         """traj (E, S, H, *latent) -> costs (E, S)."""
@@ -60,6 +64,8 @@ class LatentObjective:
                 obs_traj, goal, p=self.p, final_only=self.final_only, weights=self.goal_dim_weights
             )
             cost = cost + self.goal_weight * dist
+        if self.termination_logit_weight:
+            cost = cost + self.termination_logit_weight * wm.termination_logits(traj).sum(-1)
         if self.reward_weight or self.termination_penalty:
             term = wm.termination(traj)
             rew = wm.reward(traj) if self.reward_weight else torch.zeros_like(term)
@@ -85,6 +91,7 @@ class MPCAgent:
         env_id: str | None = None,
     ):
         self.wm, self.objective, self.seed = wm, objective, seed
+        self.explore = 0.0  # probability of a uniformly random action instead of the plan's
         self.cfg = config or PlannerConfig()
         kind = planning.action_space_kind(action_space, env_id)
         name = self.cfg.planner
@@ -118,8 +125,32 @@ class MPCAgent:
         self.plan: torch.Tensor | None = None
         self.plan_step = 0
         self.last_action: torch.Tensor | None = None  # (E[, A]) for latents that carry it
+        self.has_last = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self.timing = {"encode": 0.0, "model": 0.0, "total": 0.0, "decisions": 0, "plans": 0}
         self.last_traj: torch.Tensor | None = None
+
+    def episodes_ended(self, done: np.ndarray | torch.Tensor) -> None:
+        """Envs whose episode ended (bool (E,)) start fresh: uniform / wide search distributions,
+        no previous action; every env replans at the next step. `collect_rollouts` calls this."""
+        done = torch.as_tensor(np.asarray(done), dtype=torch.bool, device=self.device)
+        if not done.any():
+            return
+        h = self.cfg.horizon
+        if self.kind == "discrete":
+            fresh = planning.uniform_probs(self.nvec, self.num_envs, h, device=self.device)
+            self.probs = torch.where(done[:, None, None, None], fresh, self.probs)
+        else:
+            mean, std = planning.gaussian_init(self.low, self.high, self.num_envs, h)
+            self.mean = torch.where(done[:, None, None], mean, self.mean)
+            self.std = torch.where(done[:, None, None], std, self.std)
+        self.has_last = self.has_last & ~done
+        self.plan = None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """A collection policy: batched observations (E, ...) -> actions (E, ...) (see `act`)."""
+        if obs.shape[0] != self.num_envs:
+            self.reset(obs.shape[0])
+        return self.act(obs)
 
     def reseed(self, seed: int) -> None:
         self.seed = seed
@@ -132,17 +163,32 @@ class MPCAgent:
         t0 = time.perf_counter()
         if self.plan is None or self.plan_step >= self.cfg.replan_every:
             obs = torch.as_tensor(np.asarray(obs), device=self.device)
-            z = self.wm.encode(obs, self.last_action)  # (E, *latent)
+            z = self.wm.encode(obs, self.last_action, self.has_last)  # (E, *latent)
             self.timing["encode"] += time.perf_counter() - t0
             self._replan(z)
         action = self.plan[:, self.plan_step]
+        if self.explore > 0:  # data collection: some uniformly random actions
+            action = self._explore(action)
         self.last_action = action[:, 0] + self.start if self.kind == "discrete" else action
+        self.has_last[:] = True
         self.plan_step += 1
         self.timing["total"] += time.perf_counter() - t0
         self.timing["decisions"] += 1
         if self.kind == "discrete":
             return (action[:, 0] + self.start).cpu().numpy()
         return action.cpu().numpy()
+
+    def _explore(self, action: torch.Tensor) -> torch.Tensor:
+        out = action.clone()
+        for e, g in enumerate(self.generators):
+            if torch.rand((), generator=g) < self.explore:
+                if self.kind == "discrete":
+                    n = torch.as_tensor(self.nvec)
+                    out[e] = (torch.rand(len(n), generator=g) * n).long().to(out.device)
+                else:
+                    u = torch.rand(self.low.shape, generator=g).to(out.device)
+                    out[e] = self.low + u * (self.high - self.low)
+        return out
 
     def _replan(self, z: torch.Tensor) -> None:
         start_latent = z[:, None]  # (E, 1, *latent) broadcasts over samples

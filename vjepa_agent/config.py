@@ -481,6 +481,17 @@ class PlanConfig(PlannerConfig):
     """Weight of the goal-latent distance (None = the env preset)."""
     termination_penalty: float | None = None
     """Extra cost of predicted termination (None = the env preset)."""
+    termination_logit_weight: float | None = None
+    """Weight of the summed termination logits, a smooth distance to failure (None = the env preset)."""
+    reward_weight: float | None = None
+    """Weight of the predicted rewards (None = the env preset)."""
+    rounds: int | None = None
+    """Model-based rounds after the random-policy data: collect `round_steps` with the planner
+    (plus `explore` random actions), retrain on everything (None = the env preset)."""
+    round_steps: int | None = None
+    """Environment steps collected with the planner per round (None = the env preset)."""
+    explore: float = 0.2
+    """Probability of a uniformly random action while collecting with the planner."""
     collect_steps: int | None = None
     """Random-policy environment steps for training (None = the env preset)."""
     train_steps: int | None = None

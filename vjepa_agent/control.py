@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,15 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         # state mode: weigh cart position and pole angle (rad) only; penalising velocities makes
         # the planner let the cart drift (measured with the true physics: 500/500 vs ~150 steps)
         goal_state_weights=[1.0, 0.0, 100.0, 0.0],
-        goal_weight=1.0,
-        termination_penalty=20.0,
-        collect_steps={"pixels": 20000, "state": 5000},
+        # pixels: the goal image's latent distance is dominated by the cart (a big block), not the
+        # pole; the termination head's logits rank states by distance to failure instead
+        goal_weight={"pixels": 0.0, "state": 1.0},
+        termination_penalty={"pixels": 0.0, "state": 20.0},
+        termination_logit_weight={"pixels": 1.0, "state": 0.0},
+        reward_weight={"pixels": 0.0, "state": 1.0},
+        collect_steps={"pixels": 10000, "state": 5000},
+        rounds={"pixels": 2, "state": 0},
+        round_steps={"pixels": 5000, "state": 0},
         train_steps={"pixels": 6000, "state": 800},
     ),
     "Pendulum-v1": dict(
@@ -51,6 +58,10 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 DEFAULTS = dict(
     goal_weight=0.0,
     termination_penalty=0.0,
+    termination_logit_weight=0.0,
+    reward_weight=1.0,
+    rounds=0,
+    round_steps=5000,
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
 )
@@ -88,6 +99,11 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
             f"--goal needs an env with a goal image, and {cfg.env} has none; try --env {envs.POINT_GOAL_ID}",
         )
     require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
+    require(preset(cfg, "rounds") >= 0, f"rounds must be >= 0, got {cfg.rounds}")
+    require(
+        preset(cfg, "round_steps") >= 1 or not preset(cfg, "rounds"), "round_steps must be >= 1"
+    )
+    require(0.0 <= cfg.explore <= 1.0, f"explore must be in [0, 1], got {cfg.explore}")
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
         require(
@@ -121,19 +137,58 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
                 "reused": str(cached),
                 **meta.get("summary", {}),
             }
+    from vjepa_agent.data.rollouts import RolloutStore
     from vjepa_agent.train.world_model import train_world_model
 
     data = out / "data"
-    steps = preset(cfg, "collect_steps")
+    steps, rounds = preset(cfg, "collect_steps"), preset(cfg, "rounds")
+    if (data / "meta.json").is_file() and rounds and len(RolloutStore.open(data)) != steps:
+        shutil.rmtree(data)  # a run cut during its model-based rounds: start its data over
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed)
-    wm_cfg = WorldModelConfig(
-        data=data, out=cached, seed=cfg.seed, steps=preset(cfg, "train_steps")
+    for r in range(rounds + 1):
+        last = r == rounds
+        wm_cfg = WorldModelConfig(
+            data=data,
+            out=cached if last else out / "rounds" / str(r),
+            seed=cfg.seed,
+            steps=preset(cfg, "train_steps"),
+        )
+        print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
+        wm, summary = train_world_model(wm_cfg)
+        wm.eval()
+        if not last:  # model-based round: collect with the planner on this model, then retrain
+            n = preset(cfg, "round_steps")
+            print(f"round {r + 1}/{rounds}: collecting {n} steps with the planner into {data}")
+            agent = make_agent(cfg, wm, check_inputs(cfg))
+            agent.explore = cfg.explore
+            envs.collect_rollouts(
+                cfg.env,
+                n,
+                out=data,
+                obs=cfg.obs,
+                num_envs=4,
+                seed=cfg.seed + 1000 * (r + 1),
+                policy=agent,
+            )
+    return wm, {**summary, "model_based_rounds": rounds}
+
+
+def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
+    """The MPC agent with the objective of cfg and the env preset (goal, termination, rewards)."""
+    objective = LatentObjective(
+        goal=goal_latent(cfg, wm, env),
+        goal_weight=preset(cfg, "goal_weight"),
+        termination_penalty=preset(cfg, "termination_penalty"),
+        termination_logit_weight=preset(cfg, "termination_logit_weight"),
+        reward_weight=preset(cfg, "reward_weight"),
     )
-    print(f"training the world model ({wm_cfg.steps} steps) into {cached}")
-    wm, summary = train_world_model(wm_cfg)
-    return wm.eval(), summary
+    state_weights = ENV_PRESETS.get(cfg.env, {}).get("goal_state_weights")
+    if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
+        # the state latent is (s - mean) / std: raw-unit weights become w * std^2
+        objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
+    return MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
 
 
 def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor | None:
@@ -226,16 +281,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t0
     torch.set_num_threads(1)  # one decision is a few small matmuls: threads only add overhead
     try:
-        objective = LatentObjective(
-            goal=goal_latent(cfg, wm, env),
-            goal_weight=preset(cfg, "goal_weight"),
-            termination_penalty=preset(cfg, "termination_penalty"),
-        )
-        state_weights = ENV_PRESETS.get(cfg.env, {}).get("goal_state_weights")
-        if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
-            # the state latent is (s - mean) / std: raw-unit weights become w * std^2
-            objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
-        agent = MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
+        agent = make_agent(cfg, wm, env)
+        objective = agent.objective
         returns, lengths, successes, first_frames, first_errors = [], [], [], [], []
         bar = tqdm(range(cfg.episodes), desc="planning", dynamic_ncols=True)
         timing = []
@@ -300,6 +347,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
             "resolved": agent.planner,
             "goal_weight": objective.goal_weight,
             "termination_penalty": objective.termination_penalty,
+            "termination_logit_weight": objective.termination_logit_weight,
+            "reward_weight": objective.reward_weight,
         },
     }
     if first_frames:
