@@ -38,8 +38,8 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         termination_logit_weight={"pixels": 1.0, "state": 0.0},
         reward_weight={"pixels": 0.0, "state": 1.0},
         collect_steps={"pixels": 10000, "state": 5000},
-        rounds={"pixels": 2, "state": 0},
-        round_steps={"pixels": 5000, "state": 0},
+        rounds={"pixels": 4, "state": 0},
+        round_steps={"pixels": 2500, "state": 0},
         train_steps={"pixels": 6000, "state": 800},
     ),
     "Pendulum-v1": dict(
