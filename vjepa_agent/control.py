@@ -122,8 +122,9 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
 # ---------------------------------------------------------------------------- the model
 
 
-def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, Any]]:
-    """Load --model, reuse out/model when it matches, or collect random-policy data and train one."""
+def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldModel, dict[str, Any]]:
+    """Load --model, reuse out/model when it matches, or collect random-policy data and train one,
+    then (model-based rounds) collect with the planner on the latest model and retrain, `rounds` times."""
     if cfg.model is not None:
         wm = WorldModel.from_pretrained(cfg.model)
         meta = json.loads((Path(cfg.model) / "config.json").read_text())
@@ -143,7 +144,9 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
     data = out / "data"
     steps, rounds = preset(cfg, "collect_steps"), preset(cfg, "rounds")
     if (data / "meta.json").is_file() and rounds and len(RolloutStore.open(data)) != steps:
-        shutil.rmtree(data)  # a run cut during its model-based rounds: start its data over
+        # data of a run cut during its model-based rounds (no cached model): start it over
+        print(f"{data} holds data of an unfinished run; collecting it again")
+        shutil.rmtree(data)
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed)
@@ -161,7 +164,7 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         if not last:  # model-based round: collect with the planner on this model, then retrain
             n = preset(cfg, "round_steps")
             print(f"round {r + 1}/{rounds}: collecting {n} steps with the planner into {data}")
-            agent = make_agent(cfg, wm, check_inputs(cfg))
+            agent = make_agent(cfg, wm, env)
             agent.explore = cfg.explore
             envs.collect_rollouts(
                 cfg.env,
@@ -277,7 +280,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
-    wm, train_summary = get_world_model(cfg, out)
+    wm, train_summary = get_world_model(cfg, out, env)
     train_seconds = time.perf_counter() - t0
     torch.set_num_threads(1)  # one decision is a few small matmuls: threads only add overhead
     try:
