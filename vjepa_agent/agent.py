@@ -50,7 +50,8 @@ class LatentObjective:
     termination_logit_weight: float = 0.0
     """Weight of the termination head's logits summed over the horizon: a smooth distance to
     failure (the probability is ~0 everywhere far from failure and gives the planner nothing to
-    rank; CartPole from pixels: mean return 112 vs 42 with the probability penalty, 4 episodes)."""
+    rank; CartPole from pixels, one model: mean return 112 over 4 episodes vs 41.9 over 10 with the
+    goal and probability penalty)."""
 
     def __call__(self, wm: WorldModel, traj: torch.Tensor) -> torch.Tensor:
         """traj (E, S, H, *latent) -> costs (E, S)."""

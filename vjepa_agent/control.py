@@ -181,7 +181,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
 def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
     """The MPC agent with the objective of cfg and the env preset (goal, termination, rewards)."""
     objective = LatentObjective(
-        goal=goal_latent(cfg, wm, env),
+        goal=goal_latent(cfg, wm, env) if preset(cfg, "goal_weight") else None,
         goal_weight=preset(cfg, "goal_weight"),
         termination_penalty=preset(cfg, "termination_penalty"),
         termination_logit_weight=preset(cfg, "termination_logit_weight"),

@@ -172,9 +172,7 @@ def evaluate(
         # (B, *latent) student, as when planning
         z0 = model.encode(batch[key][:, 0], batch["prev_action"][:, 0], batch["step"][:, 0] > 0)
         # errors on what the observations give (not the previous-action features, known exactly)
-        first = model.observation_part(
-            target_latents(model, target_encoder, batch[key][:, :1], batch["prev_action"][:, :1])
-        )[:, 0]
+        first = target_encoder(batch[key][:, 0])  # observation part of the first latents
         target = model.observation_part(
             target_latents(model, target_encoder, batch["next", key], batch["action"])
         )
