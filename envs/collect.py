@@ -28,6 +28,7 @@ from envs.pixels import (
     check_renders_rgb,
     float32_observations,
     resolve_crop,
+    resolve_render_scale,
 )
 from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
 from vjepa_agent.errors import UserError
@@ -50,6 +51,7 @@ def collect_rollouts(
     *,
     grayscale: bool = False,
     crop: Crop | Literal["auto"] | None = "auto",
+    render_scale: int | Literal["auto"] = "auto",
     env_kwargs: dict[str, Any] | None = None,
 ) -> TensorDict:
     """Run `num_envs` copies of `env_id` for `steps` transitions in total; return them, batch [steps].
@@ -81,7 +83,8 @@ def collect_rollouts(
     pixels = obs == "pixels"
     if pixels:
         check_renders_rgb(spec)
-    crop = resolve_crop(env_id, crop) if pixels else None
+    render_scale = resolve_render_scale(env_id, render_scale) if pixels else 1
+    crop = resolve_crop(env_id, crop, render_scale) if pixels else None
     store = None
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         store = RolloutStore.open(
@@ -91,11 +94,22 @@ def collect_rollouts(
             expect_size=size if pixels else None,
             expect_frame_stack=frame_stack if pixels else None,
         )
+        stored_scale = (store.meta.get("render_scale") or 1) if pixels else 1
+        if stored_scale != render_scale:
+            raise UserError(
+                f"rollout store '{out}' holds frames rendered at scale {stored_scale}, not "
+                f"{render_scale}; collect into a new folder or pass render_scale={stored_scale}"
+            )
 
     # Step 1: the vector env (same-step autoreset: terminal obs arrive in info["final_obs"]).
     if pixels:
         wrapper = partial(
-            PixelObservation, size=size, grayscale=grayscale, frame_stack=frame_stack, crop=crop
+            PixelObservation,
+            size=size,
+            grayscale=grayscale,
+            frame_stack=frame_stack,
+            crop=crop,
+            render_scale=render_scale,
         )
         make_kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
     else:
@@ -131,6 +145,7 @@ def collect_rollouts(
                 "frame_stack": frame_stack if pixels else None,
                 "grayscale": grayscale if pixels else None,
                 "crop": list(crop) if crop is not None else None,
+                "render_scale": render_scale if pixels else None,
                 "action_space": action_space,
                 "observation_shape": list(td["observation"].shape[1:]),
                 "pixels_shape": list(td["pixels"].shape[1:]) if pixels else None,

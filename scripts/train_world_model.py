@@ -27,6 +27,7 @@ def main():
         "latent_error_10",
         "copy_last_error_10",
         "termination_auc",
+        "failure_auc_10_steps",
     ):
         if key in summary:
             print(f"{key:>20}: {summary[key]:.4f}")

@@ -202,3 +202,31 @@ def test_videos_one_per_episode(tmp_path):
     assert [p.name for p in videos] == [f"episode_{i:06d}.mp4" for i in ids.tolist()]
     frames = imageio.mimread(videos[0])
     assert len(frames) == int(lengths[0]) + 1 and frames[0].shape == (32, 32, 3)
+
+
+def test_steps_to_termination(cartpole):
+    store = RolloutStore.open(cartpole[0])
+    k, data = store.steps_to_termination(), store.data
+    terminated = data["next", "terminated"][:, 0]
+    assert (k[terminated] == 0).all()
+    for e in store.episodes():
+        rows = slice(e.start, e.start + e.length)
+        if terminated[e.start + e.length - 1]:
+            expected = torch.arange(e.length - 1, -1, -1, dtype=torch.float32)
+            assert torch.equal(k[rows], expected)
+        else:  # truncated or cut by the end of the collection: never fails in the data
+            assert torch.isinf(k[rows]).all()
+    assert torch.isinf(k).any() and (k == 0).any()
+    # sampled windows carry the same numbers as their rows
+    batch = store.sample_sequences(32, 3, generator=torch.Generator().manual_seed(1))
+    for e, s, got in zip(batch["episode"], batch["step"], batch["steps_to_termination"]):
+        row = (data["episode"] == e[0]) & (data["step"] == s[0])
+        assert torch.equal(got, k[row.nonzero()[0, 0] + torch.arange(3)])
+
+
+def test_store_keeps_one_render_scale(tmp_path):
+    path = tmp_path / "cp"
+    collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)
+    assert RolloutStore.open(path).meta["render_scale"] == 2  # CartPole's default
+    with pytest.raises(UserError, match="rendered at scale 2, not 1"):
+        collect_rollouts("CartPole-v1", 8, out=path, size=32, render_scale=1, progress=False)

@@ -304,3 +304,87 @@ def test_state_world_model_is_accurate(tmp_path):
     assert s["latent_error_1"] < 0.25 * s["copy_last_error_1"]
     assert s["latent_error_10"] < 0.5 * s["copy_last_error_10"]
     assert s["termination_auc"] > 0.9
+    # the failure head ranks held-out states by how soon their episode fails
+    assert s["failure_auc_10_steps"] > 0.8
+
+
+def test_failure_target_is_a_capped_logit_of_steps_to_failure():
+    from vjepa_agent.train.world_model import failure_target
+
+    cfg = WorldModelConfig(failure_discount=0.9)
+    k = torch.tensor([0.0, 1.0, 5.0, 29.0, 30.0, 31.0, float("inf")])
+    y = failure_target(k, cfg)
+    p = 0.9 ** torch.tensor([0.0, 1.0, 5.0, 29.0, 30.0])
+    assert y[0] > 10  # failing now: logit of ~1
+    torch.testing.assert_close(y[1:5], torch.log(p[1:] / (1 - p[1:])))
+    assert (y[1:5].diff() < 0).all()  # later failure, lower logit
+    assert y[5] == y[4] == y[6]  # capped at 3 / (1 - discount) = 30 steps; never failing = the cap
+    with pytest.raises(UserError, match="failure_discount"):
+        WorldModelConfig(failure_discount=1.0).validate()
+
+
+def test_heads_do_not_steer_the_predictor():
+    """Head losses train the heads only: the predictor's gradient is that of the latent losses."""
+    from tensordict import TensorDict
+
+    from vjepa_agent.train.world_model import world_model_losses
+
+    torch.manual_seed(0)
+    b, t = 4, 5
+    cfgs = [WorldModelConfig(predictor_dim=32, predictor_depth=1)]
+    cfgs.append(
+        WorldModelConfig(
+            predictor_dim=32,
+            predictor_depth=1,
+            termination_weight=0.0,
+            reward_weight=0.0,
+            failure_weight=0.0,
+        )
+    )
+    model = WorldModel(cfgs[0], state_spec())
+    batch = TensorDict(
+        {
+            "action": torch.randint(2, (b, t)),
+            "steps_to_termination": torch.tensor([[4.0, 3, 2, 1, 0]]).expand(b, t),
+            "next": {
+                "terminated": torch.zeros(b, t, 1, dtype=torch.bool),
+                "reward": torch.ones(b, t, 1),
+            },
+        },
+        batch_size=[b, t],
+    )
+    z, target = torch.randn(b, t, 4), torch.randn(b, t, 4)
+    grads = []
+    for cfg in cfgs:
+        model.zero_grad()
+        world_model_losses(model, z, target, batch, cfg)["loss"].backward()
+        grads.append([p.grad.clone() for p in model.predictor.parameters()])
+        assert cfg.failure_weight == 0 or model.failure_head[0].weight.grad.abs().sum() > 0
+    for with_heads, without in zip(*grads):
+        torch.testing.assert_close(with_heads, without)
+
+
+def test_failure_head_old_folders_and_objective(tmp_path):
+    from vjepa_agent.agent import LatentObjective
+
+    model = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec()).eval()
+    traj = torch.randn(2, 3, 4, 4)  # (E, S, H, Z)
+    cost = LatentObjective(reward_weight=0.0, failure_logit_weight=2.0)(model, traj)
+    torch.testing.assert_close(cost, 2.0 * model.failure_logits(traj).sum(-1))
+    assert ((model.failure(traj) >= 0) & (model.failure(traj) <= 1)).all()
+    # a folder written before the failure head loads without one, and says so when asked for it
+    model.save_pretrained(tmp_path / "wm")
+    meta = json.loads((tmp_path / "wm" / "config.json").read_text())
+    del meta["config"]["failure_weight"], meta["config"]["failure_discount"]
+    (tmp_path / "wm" / "config.json").write_text(json.dumps(meta))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "wm" / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("failure_head")},
+        tmp_path / "wm" / "model.safetensors",
+    )
+    old = WorldModel.from_pretrained(tmp_path / "wm")
+    assert old.failure_head is None
+    with pytest.raises(UserError, match="no failure head"):
+        old.failure_logits(traj)

@@ -370,6 +370,14 @@ class WorldModelConfig:
     """Weight of the termination-head loss."""
     reward_weight: float = 0.5
     """Weight of the reward-head loss."""
+    failure_weight: float = 0.5
+    """Weight of the failure-head loss (0 = no failure head). The failure head predicts the logit of
+    failure_discount ** k, k = steps until the episode terminates (capped at 3 / (1 - discount),
+    the cap where it never does): about k * log(failure_discount), minus the steps left before
+    failure under the data's policies, which planners can maximise where the termination
+    probability is flat (~0 away from failure)."""
+    failure_discount: float = 0.95
+    """Discount of the failure head's target, in (0, 1): about 1 / (1 - discount) steps of warning."""
     inverse_weight: float = 1.0
     """Pixels: weight of the inverse-dynamics loss (predict a_t from z_t, z_t+1), which makes the
     latent keep what the action changes (the cart) instead of the static background."""
@@ -405,6 +413,11 @@ class WorldModelConfig:
             f"context must be 1 or >= seq_len={self.seq_len}, got {self.context}",
         )
         require(0 < self.holdout < 1, f"holdout must be in (0, 1), got {self.holdout}")
+        require(
+            0 < self.failure_discount < 1,
+            f"failure_discount must be in (0, 1), got {self.failure_discount}",
+        )
+        require(self.failure_weight >= 0, f"failure_weight must be >= 0, got {self.failure_weight}")
 
 
 @dataclass
@@ -485,6 +498,9 @@ class PlanConfig(PlannerConfig):
     """Weight of the summed termination logits, a smooth distance to failure (None = the env preset)."""
     reward_weight: float | None = None
     """Weight of the predicted rewards (None = the env preset)."""
+    failure_logit_weight: float | None = None
+    """Weight of the failure head's logits summed over the horizon, about minus the predicted steps
+    left before failure (None = the env preset; needs a model trained with a failure head)."""
     rounds: int | None = None
     """Model-based rounds after the random-policy data: collect `round_steps` with the planner
     (plus `explore` random actions), retrain on everything (None = the env preset)."""

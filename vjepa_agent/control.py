@@ -59,6 +59,7 @@ DEFAULTS = dict(
     goal_weight=0.0,
     termination_penalty=0.0,
     termination_logit_weight=0.0,
+    failure_logit_weight=0.0,
     reward_weight=1.0,
     rounds=0,
     round_steps=5000,
@@ -87,6 +88,10 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     kwargs = {}
     if cfg.obs == "state" and "rgb_array" in _render_modes(cfg.env):
         kwargs["render_mode"] = "rgb_array"  # for the episode video only
+    if cfg.obs == "pixels":  # frames as the model saw them (models from before render scales: 1)
+        kwargs["render_scale"] = (
+            _model_env(cfg.model).get("render_scale", 1) if cfg.model else "auto"
+        )
     env = envs.make_env(
         cfg.env, obs=cfg.obs, seed=cfg.seed, **kwargs
     )  # unknown id / no rgb_array -> UserError
@@ -132,7 +137,10 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     cached = out / "model"
     if (cached / "config.json").is_file():
         meta = json.loads((cached / "config.json").read_text())
-        if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs:
+        same_frames = cfg.obs == "state" or meta["env"].get("render_scale", 1) == getattr(
+            env, "render_scale", 1
+        )
+        if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs and same_frames:
             print(f"reusing the world model cached in {cached}")
             return WorldModel.from_pretrained(cached), {
                 "reused": str(cached),
@@ -185,7 +193,13 @@ def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
         goal_weight=preset(cfg, "goal_weight"),
         termination_penalty=preset(cfg, "termination_penalty"),
         termination_logit_weight=preset(cfg, "termination_logit_weight"),
+        failure_logit_weight=preset(cfg, "failure_logit_weight"),
         reward_weight=preset(cfg, "reward_weight"),
+    )
+    require(
+        wm.failure_head is not None or not objective.failure_logit_weight,
+        "this world model has no failure head (trained by an older version or with failure_weight 0); "
+        "retrain it, or pass --failure-logit-weight 0",
     )
     state_weights = ENV_PRESETS.get(cfg.env, {}).get("goal_state_weights")
     if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
@@ -351,6 +365,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
             "goal_weight": objective.goal_weight,
             "termination_penalty": objective.termination_penalty,
             "termination_logit_weight": objective.termination_logit_weight,
+            "failure_logit_weight": objective.failure_logit_weight,
             "reward_weight": objective.reward_weight,
         },
     }
@@ -389,6 +404,14 @@ def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanC
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _model_env(folder: Path | None) -> dict[str, Any]:
+    """The env spec a world-model folder was trained on ({} if it has no readable config.json)."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("env", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _render_modes(env_id: str) -> list[str]:

@@ -185,6 +185,8 @@ class WorldModel(nn.Module):
         flat = tokens * latent_dim
         self.reward_head = _head(flat)
         self.termination_head = _head(flat)
+        # discounted failure, failure_discount ** (steps until termination); see WorldModelConfig
+        self.failure_head = _head(flat) if cfg.failure_weight > 0 else None
         self.inverse_head = nn.Sequential(
             nn.Linear(2 * flat, 128), nn.GELU(), nn.Linear(128, self.action_dim)
         )  # (z_t, z_t+1) -> a_t, a training signal only
@@ -316,6 +318,20 @@ class WorldModel(nn.Module):
     def termination_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.termination_head(self._flat(z))[..., 0]
 
+    def failure(self, z: torch.Tensor) -> torch.Tensor:
+        """Predicted failure_discount ** (steps until termination) for latent z: (..., *latent) -> (...)
+        in [0, 1]; 0 where the data's policies never fail from there."""
+        return torch.sigmoid(self.failure_logits(z))
+
+    def failure_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of `failure`: about k * log(failure_discount), k the predicted steps to failure."""
+        require(
+            self.failure_head is not None,
+            "this world model has no failure head (trained with failure_weight 0 or by an older "
+            "version); retrain it, or plan without the failure objective",
+        )
+        return self.failure_head(self._flat(z))[..., 0]
+
     def inverse_dynamics(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
         """Action logits (Discrete) or scaled action (Box) that led from z to z_next: (..., A)."""
         return self.inverse_head(torch.cat([self._flat(z), self._flat(z_next)], dim=-1))
@@ -382,6 +398,7 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     # folders written before these options: separate action tokens, no previous action
     d.setdefault("fuse_action", False)
     d.setdefault("previous_action", False)
+    d.setdefault("failure_weight", 0.0)  # and no failure head
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

@@ -264,6 +264,17 @@ class RolloutStore:
         ]
         return torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.long)
 
+    def steps_to_termination(self) -> torch.Tensor:
+        """(N,) float32 in the row order of `data`: transitions from each row to its episode's
+        terminal one (0 on the terminal transition itself), inf in episodes that do not terminate
+        (truncated, or cut by the end of a collection)."""
+        t = self._episode_table()
+        out = torch.full((int(t["length"].sum()),), float("inf"))
+        for e in self._ends_terminated().nonzero().squeeze(1).tolist():
+            n, start = int(t["length"][e]), int(t["global_start"][e])
+            out[start : start + n] = torch.arange(n - 1, -1, -1, dtype=torch.float32)
+        return out
+
     def split_episodes(
         self, fraction_holdout: float, seed: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,8 +308,9 @@ class RolloutStore:
 
         Every window lies inside one episode (never across a reset), uniformly over all valid
         windows (so longer episodes are sampled more). `"prev_action"` (B, T[, A]) is the action taken
-        before each row; it is meaningless where `"step"` is 0 (nothing came before a reset). `episodes` restricts sampling to those
-        episode ids (e.g. the train ids of `split_episodes`).
+        before each row; it is meaningless where `"step"` is 0 (nothing came before a reset).
+        `"steps_to_termination"` (B, T) is that of `steps_to_termination()`. `episodes` restricts
+        sampling to those episode ids (e.g. the train ids of `split_episodes`).
         """
         if seq_len < 1 or batch_size < 1:
             raise UserError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
@@ -322,6 +334,8 @@ class RolloutStore:
         idx = start[:, None] + torch.arange(seq_len)  # (B, T) rows within the chunk
         # Step 2: gather per chunk from the memmaps, then restore the sampled order.
         chunk = t["chunk"][e]
+        to_end = (t["length"][e] - 1 - offset)[:, None] - torch.arange(seq_len)  # (B, T)
+        ends_terminated = self._ends_terminated()[e]  # (B,)
         parts, order = [], []
         for c in torch.unique(chunk).tolist():
             sel = (chunk == c).nonzero().squeeze(1)
@@ -334,6 +348,8 @@ class RolloutStore:
         out = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             out = out[torch.argsort(torch.cat(order))]
+        inf = torch.tensor(float("inf"))
+        out["steps_to_termination"] = torch.where(ends_terminated[:, None], to_end.float(), inf)
         return out
 
     def write_videos(self, video_dir: str | Path, fps: int = 20) -> list[Path]:
@@ -341,6 +357,25 @@ class RolloutStore:
         return write_episode_videos(self.data, video_dir, fps)
 
     # ---- helpers ----
+
+    def _ends_terminated(self) -> torch.Tensor:
+        """(E,) bool per row of the episode table: the episode's last transition is terminal."""
+        t = self._episode_table()
+        if "ends_terminated" not in t:
+            last = t["local_start"] + t["length"] - 1
+            t["ends_terminated"] = (
+                torch.stack(
+                    [
+                        torch.as_tensor(self._chunks[int(c)]["next", "terminated"][int(i)]).reshape(
+                            ()
+                        )
+                        for c, i in zip(t["chunk"], last)
+                    ]
+                )
+                if len(last)
+                else torch.zeros(0, dtype=torch.bool)
+            )
+        return t["ends_terminated"]
 
     def _episode_table(self) -> dict[str, torch.Tensor]:
         """Per-episode (E,) tensors: id, chunk, local_start, global_start, length."""
