@@ -76,7 +76,7 @@ def test_grayscale_and_state_modes():
 
 def test_cartpole_default_crop_keeps_the_cart():
     env = make_env("CartPole-v1", size=64, seed=0)
-    assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](2) == (425, 730, 0, 1200)
+    assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](1) == (150, 330, 0, 600)
     assert make_env("CartPole-v1", size=32, crop=None).crop is None
     obs, _ = env.reset()
     assert (obs < 100).any()  # the dark cart is inside the cropped band
@@ -143,12 +143,12 @@ def test_goal_pixels_match_observation_at_goal():
 
 
 def test_render_scale_keeps_the_picture_and_sharpens_it():
-    """CartPole renders at 2x by default; the frame shows the same scene (cart and pole in the
-    same place), and an env without screen_width / screen_height refuses a scale."""
-    sharp = make_env("CartPole-v1", size=64, seed=3)
-    plain = make_env("CartPole-v1", size=64, seed=3, render_scale=1)
+    """CartPole rendered at 2x shows the same scene (cart and pole in the same place, the default
+    crop follows the scale); an env without screen_width / screen_height refuses a scale."""
+    sharp = make_env("CartPole-v1", size=64, seed=3, render_scale=2)
+    plain = make_env("CartPole-v1", size=64, seed=3)
     assert sharp.render_scale == 2 and plain.render_scale == 1
-    assert plain.crop == envs.DEFAULT_CROPS["CartPole-v1"](1) == (150, 330, 0, 600)
+    assert sharp.crop == envs.DEFAULT_CROPS["CartPole-v1"](2) == (425, 730, 0, 1200)
     a, _ = sharp.reset()
     b, _ = plain.reset()
     dark_a, dark_b = (np.nonzero((o[:, 0].mean(0) < 100).any(0))[0] for o in (a, b))

@@ -226,7 +226,7 @@ def test_steps_to_termination(cartpole):
 
 def test_store_keeps_one_render_scale(tmp_path):
     path = tmp_path / "cp"
-    collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)
-    assert RolloutStore.open(path).meta["render_scale"] == 2  # CartPole's default
+    collect_rollouts("CartPole-v1", 8, out=path, size=32, render_scale=2, progress=False)
+    assert RolloutStore.open(path).meta["render_scale"] == 2
     with pytest.raises(UserError, match="rendered at scale 2, not 1"):
-        collect_rollouts("CartPole-v1", 8, out=path, size=32, render_scale=1, progress=False)
+        collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)
