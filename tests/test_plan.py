@@ -189,3 +189,22 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_plan_renders_frames_as_the_model_saw_them(tmp_path):
+    """--model: the evaluation env uses the model's render scale (1 for folders without one)."""
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import check_inputs
+
+    for scale in (2, None):
+        spec = {"env_id": "CartPole-v1", "obs": "pixels"}
+        if scale is not None:
+            spec["render_scale"] = scale
+        folder = tmp_path / f"model{scale}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"env": spec}))
+        env = check_inputs(PlanConfig(env="CartPole-v1", model=folder))
+        assert env.render_scale == (scale or 1)
+        assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](scale or 1)
+        obs, _ = env.reset(seed=0)
+        assert (obs < 100).any()  # the cart is in the picture at either scale
