@@ -39,11 +39,11 @@ DEFAULT_CROPS: dict[str, Callable[[int], Crop]] = {
 
 # Default render scales (none yet). An env whose renderer draws with integer pixel coordinates and
 # exposes `screen_width` / `screen_height` can render larger, so the resize to `size` keeps
-# sub-pixel positions. Measured on CartPole at 2x (10k random steps, frozen-encoder latent): the
-# velocities read from the latent have half the error variance and the latent error is 0.30 x
-# copy-last at 1 step (0.53 x at 1x), yet planning got worse (mean return 105 vs 147 with the
-# same 20k-step recipe): the cart keeps its 50 px while the pole gets relatively thinner, so the
-# latent is mostly about the cart.
+# sub-pixel positions. Measured on CartPole at 2x (10k random steps, frozen-encoder latent, the
+# default crop): the latent error is 0.30 x copy-last at 1 step (0.52 x at 1x), yet planning got
+# worse (mean return 105 vs 142-147 with the same 20k-step recipe): the cart keeps its 50 px while
+# the pole gets relatively thinner, so the latent is mostly about the cart. (With a 2x crop that
+# showed the pole only, the velocities read from the latent had half the error variance.)
 DEFAULT_RENDER_SCALES: dict[str, int] = {}
 
 # ITU-R BT.601 luma weights for grayscale.
@@ -231,9 +231,10 @@ def make_env(
 ) -> gym.Env:
     """Make `env_id` with pixel (uint8 (C, T, H, W)) or state (float32) observations.
 
-    `crop="auto"` uses `DEFAULT_CROPS[env_id](render_scale)` when there is one (CartPole), None keeps the whole
-    frame; `render_scale="auto"` uses `DEFAULT_RENDER_SCALES` (else 1). `seed` seeds the first reset and the action space, so a later `reset()` without a
-    seed continues deterministically. Extra `kwargs` go to `gym.make` (e.g. `max_episode_steps`).
+    `crop="auto"` uses `DEFAULT_CROPS[env_id](render_scale)` when there is one (CartPole), None
+    keeps the whole frame; `render_scale="auto"` uses `DEFAULT_RENDER_SCALES` (else 1). `seed`
+    seeds the first reset and the action space, so a later `reset()` without a seed continues
+    deterministically. Extra `kwargs` go to `gym.make` (e.g. `max_episode_steps`).
     """
     spec = check_env_id(env_id)
     if obs not in ("pixels", "state"):
@@ -241,14 +242,9 @@ def make_env(
     if obs == "pixels":
         check_renders_rgb(spec)
         env = gym.make(env_id, render_mode="rgb_array", **kwargs)
-        env = PixelObservation(
-            env,
-            size,
-            grayscale,
-            frame_stack,
-            resolve_crop(env_id, crop, resolve_render_scale(env_id, render_scale)),
-            resolve_render_scale(env_id, render_scale),
-        )
+        scale = resolve_render_scale(env_id, render_scale)
+        crop = resolve_crop(env_id, crop, scale)
+        env = PixelObservation(env, size, grayscale, frame_stack, crop, scale)
     else:
         env = float32_observations(gym.make(env_id, **kwargs))
     if seed is not None:

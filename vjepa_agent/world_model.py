@@ -320,7 +320,8 @@ class WorldModel(nn.Module):
 
     def failure(self, z: torch.Tensor) -> torch.Tensor:
         """Predicted failure_discount ** (steps until termination) for latent z: (..., *latent) -> (...)
-        in [0, 1]; 0 where the data's policies never fail from there."""
+        in [0, 1]; the steps are capped at 3 / (1 - failure_discount), so states from which the
+        data's policies never fail get about 0.05."""
         return torch.sigmoid(self.failure_logits(z))
 
     def failure_logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -267,13 +267,15 @@ class RolloutStore:
     def steps_to_termination(self) -> torch.Tensor:
         """(N,) float32 in the row order of `data`: transitions from each row to its episode's
         terminal one (0 on the terminal transition itself), inf in episodes that do not terminate
-        (truncated, or cut by the end of a collection)."""
+        (truncated, or cut by the end of a collection). Computed once per store."""
         t = self._episode_table()
-        out = torch.full((int(t["length"].sum()),), float("inf"))
-        for e in self._ends_terminated().nonzero().squeeze(1).tolist():
-            n, start = int(t["length"][e]), int(t["global_start"][e])
-            out[start : start + n] = torch.arange(n - 1, -1, -1, dtype=torch.float32)
-        return out
+        if "steps_to_termination" not in t:
+            length = t["length"]
+            end = torch.repeat_interleave(t["global_start"] + length - 1, length)  # (N,)
+            k = (end - torch.arange(len(end))).float()
+            ended = torch.repeat_interleave(self._ends_terminated(), length)
+            t["steps_to_termination"] = torch.where(ended, k, torch.tensor(float("inf")))
+        return t["steps_to_termination"]
 
     def split_episodes(
         self, fraction_holdout: float, seed: int = 0
@@ -334,8 +336,7 @@ class RolloutStore:
         idx = start[:, None] + torch.arange(seq_len)  # (B, T) rows within the chunk
         # Step 2: gather per chunk from the memmaps, then restore the sampled order.
         chunk = t["chunk"][e]
-        to_end = (t["length"][e] - 1 - offset)[:, None] - torch.arange(seq_len)  # (B, T)
-        ends_terminated = self._ends_terminated()[e]  # (B,)
+        rows = (t["global_start"][e] + offset)[:, None] + torch.arange(seq_len)  # (B, T) in data
         parts, order = [], []
         for c in torch.unique(chunk).tolist():
             sel = (chunk == c).nonzero().squeeze(1)
@@ -348,8 +349,7 @@ class RolloutStore:
         out = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             out = out[torch.argsort(torch.cat(order))]
-        inf = torch.tensor(float("inf"))
-        out["steps_to_termination"] = torch.where(ends_terminated[:, None], to_end.float(), inf)
+        out["steps_to_termination"] = self.steps_to_termination()[rows]
         return out
 
     def write_videos(self, video_dir: str | Path, fps: int = 20) -> list[Path]:
@@ -362,19 +362,12 @@ class RolloutStore:
         """(E,) bool per row of the episode table: the episode's last transition is terminal."""
         t = self._episode_table()
         if "ends_terminated" not in t:
+            out = torch.zeros(len(t["id"]), dtype=torch.bool)
             last = t["local_start"] + t["length"] - 1
-            t["ends_terminated"] = (
-                torch.stack(
-                    [
-                        torch.as_tensor(self._chunks[int(c)]["next", "terminated"][int(i)]).reshape(
-                            ()
-                        )
-                        for c, i in zip(t["chunk"], last)
-                    ]
-                )
-                if len(last)
-                else torch.zeros(0, dtype=torch.bool)
-            )
+            for c, chunk in enumerate(self._chunks):
+                sel = t["chunk"] == c
+                out[sel] = torch.as_tensor(chunk["next", "terminated"][last[sel]]).reshape(-1)
+            t["ends_terminated"] = out
         return t["ends_terminated"]
 
     def _episode_table(self) -> dict[str, torch.Tensor]:

@@ -50,9 +50,8 @@ def env_spec_from_store(store: RolloutStore) -> dict[str, Any]:
         "crop": meta.get("crop"),
     }
     if meta["obs"] == "pixels":
-        spec["render_scale"] = meta.get("render_scale") or 1  # stores from before render scales: 1
-    if meta["obs"] == "pixels":
         spec["pixel_shape"] = list(data["pixels"].shape[1:])
+        spec["render_scale"] = meta.get("render_scale") or 1  # stores from before render scales: 1
     return spec
 
 
@@ -134,8 +133,8 @@ def world_model_losses(
     # drawn uniformly (windows of seq_len under-sample the last steps of episodes, where
     # terminations are), else the windows' own targets
     # the heads see predictions but do not steer them (detached): the predictor answers to the
-    # latent losses only (CartPole pixels, 10k random steps, 2x render: 1-step error 0.528 -> 0.501
-    # x copy-last, 10-step 0.428 -> 0.422; one run each)
+    # latent losses only (CartPole pixels, 10k random steps rendered at 2x with a crop that showed
+    # the pole only: 1-step error 0.528 -> 0.501 x copy-last, 10-step 0.428 -> 0.422; one run each)
     enc = head_rows if head_rows is not None else batch
     pred_h = pred.detach()
     enc_latent = head_rows["next", "latent"] if head_rows is not None else target
@@ -159,7 +158,7 @@ def world_model_losses(
         + cfg.termination_weight * loss_term
         + cfg.reward_weight * loss_rew
     )
-    # discounted failure: discount ** (steps to termination), 0 where the episode never terminates
+    # failure: logit of discount ** (steps to termination), capped (see failure_target)
     loss_fail = torch.zeros((), device=z.device)
     if model.failure_head is not None:
         fail, fail_enc = (failure_target(b["steps_to_termination"], cfg) for b in (batch, enc))
