@@ -140,6 +140,9 @@ def test_append_grows_and_keeps_episode_ids_unique(tmp_path):
     assert len({e.id for e in episodes}) == len(episodes)
     assert sum(e.length for e in episodes) == 100
     assert torch.equal(store.data["pixels"][60:], second["pixels"])
+    # one chunk per append, in row order, read without the store's copy of everything
+    assert [len(c) for c in store.chunks] == [60, 40]
+    assert torch.equal(torch.as_tensor(store.chunks[1]["pixels"]), second["pixels"])
 
 
 def test_sample_sequences_stay_inside_one_episode(cartpole):

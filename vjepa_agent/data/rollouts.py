@@ -229,6 +229,12 @@ class RolloutStore:
     def __len__(self) -> int:
         return sum(len(c) for c in self._chunks)
 
+    @property
+    def chunks(self) -> tuple[TensorDictBase, ...]:
+        """The memory-mapped chunks in row order (one per `append`), read without copying: rows
+        of chunk i follow those of chunk i - 1 in `data` and in the global row indices."""
+        return tuple(self._chunks)
+
     def __repr__(self) -> str:
         return (
             f"RolloutStore('{self.path}', env={self.meta.get('env_id')}, obs={self.meta.get('obs')}, "
@@ -446,7 +452,7 @@ class RolloutClipDataset(torch.utils.data.Dataset):
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
         offsets = [0]
-        for chunk in self.store._chunks:
+        for chunk in self.store.chunks:
             offsets.append(offsets[-1] + chunk.batch_size[0])
         self.offsets = offsets
 
@@ -463,7 +469,7 @@ class RolloutClipDataset(torch.utils.data.Dataset):
         c = bisect.bisect_right(self.offsets, row) - 1  # the chunk holding this row
         local = row - self.offsets[c]
         pixels = torch.as_tensor(
-            self.store._chunks[c]["pixels"][local : local + self.frames]
+            self.store.chunks[c]["pixels"][local : local + self.frames]
         )  # (T, C, Tf, H, W)
         video = pixels[:, :, -1].permute(1, 0, 2, 3).float() / 255.0  # (C, T, H, W)
         if video.shape[0] == 1:

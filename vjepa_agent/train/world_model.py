@@ -38,7 +38,7 @@ log = logging.getLogger("vjepa_agent.world_model")
 
 def env_spec_from_store(store: RolloutStore) -> dict[str, Any]:
     """What the world model must know about the env: id, obs mode, shapes, action space."""
-    meta, data = store.meta, store._chunks[0]
+    meta, data = store.meta, store.chunks[0]
     spec = {
         "env_id": meta["env_id"],
         "obs": meta["obs"],
@@ -253,7 +253,7 @@ def evaluate(
 def _gather(store: RolloutStore, key, rows: torch.Tensor) -> torch.Tensor:
     """store.data[key][rows] without materialising the whole store (rows sorted, global)."""
     out, offset = [], 0
-    for chunk in store._chunks:
+    for chunk in store.chunks:
         n = chunk.batch_size[0]
         sel = rows[(rows >= offset) & (rows < offset + n)] - offset
         if len(sel):
@@ -272,7 +272,7 @@ def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 5
     """
     key = _obs_key(model)
     parts = []
-    for chunk in store._chunks:
+    for chunk in store.chunks:
         n = chunk.batch_size[0]
         actions = torch.as_tensor(chunk["action"]).to(device)
         prev = actions[
