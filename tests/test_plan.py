@@ -13,6 +13,7 @@ import torch
 import envs
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import PlannerConfig, WorldModelConfig
+from vjepa_agent.errors import UserError
 from vjepa_agent.world_model import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +209,29 @@ def test_plan_renders_frames_as_the_model_saw_them(tmp_path):
         assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](scale or 1)
         obs, _ = env.reset(seed=0)
         assert (obs < 100).any()  # the cart is in the picture at either scale
+
+
+def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
+    """--model: frame stack, side, grayscale and crop come from the model, not the presets (a
+    4-frame model fed 2-frame stacks would fail deep in the encoder)."""
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import check_inputs
+
+    spec = {
+        "env_id": "CartPole-v1",
+        "obs": "pixels",
+        "frame_stack": 4,
+        "size": 32,
+        "grayscale": True,
+        "crop": [140, 340, 0, 600],
+    }
+    (tmp_path / "config.json").write_text(json.dumps({"env": spec}))
+    env = check_inputs(PlanConfig(env="CartPole-v1", model=tmp_path))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (1, 4, 32, 32) and obs.dtype == np.uint8
+    assert env.crop == (140, 340, 0, 600)
+    with pytest.raises(UserError, match="stacks of 4 frames"):
+        check_inputs(PlanConfig(env="CartPole-v1", model=tmp_path, frame_stack=2))
+    # without --model the preset decides; a flag overrides it
+    assert check_inputs(PlanConfig(env="CartPole-v1")).reset(seed=0)[0].shape[1] == 2
+    assert check_inputs(PlanConfig(env="CartPole-v1", frame_stack=3)).reset(seed=0)[0].shape[1] == 3

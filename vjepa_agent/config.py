@@ -510,6 +510,9 @@ class PlanConfig(PlannerConfig):
     """Probability of a uniformly random action while collecting with the planner."""
     collect_steps: int | None = None
     """Random-policy environment steps for training (None = the env preset)."""
+    frame_stack: int | None = None
+    """Pixels: consecutive frames per observation (None = the env preset; with --model, the
+    model's own)."""
     train_steps: int | None = None
     """World-model optimizer steps (None = the env preset)."""
     max_episode_steps: int | None = None

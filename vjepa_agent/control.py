@@ -65,6 +65,7 @@ DEFAULTS = dict(
     round_steps=5000,
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
+    frame_stack=2,
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
@@ -88,10 +89,8 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     kwargs = {}
     if cfg.obs == "state" and "rgb_array" in _render_modes(cfg.env):
         kwargs["render_mode"] = "rgb_array"  # for the episode video only
-    if cfg.obs == "pixels":  # frames as the model saw them (models from before render scales: 1)
-        kwargs["render_scale"] = (
-            _model_env(cfg.model).get("render_scale", 1) if cfg.model else "auto"
-        )
+    if cfg.obs == "pixels":
+        kwargs.update(pixel_options(cfg))
     env = envs.make_env(
         cfg.env, obs=cfg.obs, seed=cfg.seed, **kwargs
     )  # unknown id / no rgb_array -> UserError
@@ -137,8 +136,9 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     cached = out / "model"
     if (cached / "config.json").is_file():
         meta = json.loads((cached / "config.json").read_text())
-        same_frames = cfg.obs == "state" or meta["env"].get("render_scale", 1) == getattr(
-            env, "render_scale", 1
+        same_frames = cfg.obs == "state" or (
+            meta["env"].get("render_scale", 1) == getattr(env, "render_scale", 1)
+            and meta["env"].get("frame_stack") == preset(cfg, "frame_stack")
         )
         if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs and same_frames:
             print(f"reusing the world model cached in {cached}")
@@ -155,9 +155,12 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         # data of a run cut during its model-based rounds (no cached model): start it over
         print(f"{data} holds data of an unfinished run; collecting it again")
         shutil.rmtree(data)
+    frames = {"frame_stack": preset(cfg, "frame_stack")} if cfg.obs == "pixels" else {}
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
-        envs.collect_rollouts(cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed)
+        envs.collect_rollouts(
+            cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed, **frames
+        )
     for r in range(rounds + 1):
         last = r == rounds
         wm_cfg = WorldModelConfig(
@@ -182,6 +185,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
                 num_envs=4,
                 seed=cfg.seed + 1000 * (r + 1),
                 policy=agent,
+                **frames,
             )
     return wm, {**summary, "model_based_rounds": rounds}
 
@@ -404,6 +408,26 @@ def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanC
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def pixel_options(cfg: PlanConfig) -> dict[str, Any]:
+    """`make_env` / `collect_rollouts` pixel options: with --model, the frames exactly as that model
+    saw them (models from before render scales: 1), else the env preset."""
+    if cfg.model is None:
+        return {"render_scale": "auto", "frame_stack": preset(cfg, "frame_stack")}
+    spec = _model_env(cfg.model)
+    require(
+        cfg.frame_stack is None or cfg.frame_stack == spec.get("frame_stack"),
+        f"--model '{cfg.model}' was trained on stacks of {spec.get('frame_stack')} frames, not "
+        f"--frame-stack {cfg.frame_stack}; drop the flag",
+    )
+    options: dict[str, Any] = {"render_scale": spec.get("render_scale", 1)}
+    for key in ("size", "frame_stack", "grayscale"):
+        if spec.get(key) is not None:
+            options[key] = spec[key]
+    if spec.get("crop") is not None:
+        options["crop"] = tuple(spec["crop"])
+    return options
 
 
 def _model_env(folder: Path | None) -> dict[str, Any]:
