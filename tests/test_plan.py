@@ -213,14 +213,14 @@ def test_plan_renders_frames_as_the_model_saw_them(tmp_path):
 
 def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     """--model: frame stack, side, grayscale and crop come from the model, not the presets (a
-    4-frame model fed 2-frame stacks would fail deep in the encoder)."""
+    2-frame model fed the preset's 4-frame stacks would fail deep in the encoder)."""
     from vjepa_agent.config import PlanConfig
     from vjepa_agent.control import check_inputs
 
     spec = {
         "env_id": "CartPole-v1",
         "obs": "pixels",
-        "frame_stack": 4,
+        "frame_stack": 2,
         "size": 32,
         "grayscale": True,
         "crop": [140, 340, 0, 600],
@@ -228,10 +228,10 @@ def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"env": spec}))
     env = check_inputs(PlanConfig(env="CartPole-v1", model=tmp_path))
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (1, 4, 32, 32) and obs.dtype == np.uint8
+    assert obs.shape == (1, 2, 32, 32) and obs.dtype == np.uint8
     assert env.crop == (140, 340, 0, 600)
-    with pytest.raises(UserError, match="stacks of 4 frames"):
-        check_inputs(PlanConfig(env="CartPole-v1", model=tmp_path, frame_stack=2))
+    with pytest.raises(UserError, match="stacks of 2 frames"):
+        check_inputs(PlanConfig(env="CartPole-v1", model=tmp_path, frame_stack=4))
     # without --model the preset decides; a flag overrides it
-    assert check_inputs(PlanConfig(env="CartPole-v1")).reset(seed=0)[0].shape[1] == 2
+    assert check_inputs(PlanConfig(env="CartPole-v1")).reset(seed=0)[0].shape[1] == 4
     assert check_inputs(PlanConfig(env="CartPole-v1", frame_stack=3)).reset(seed=0)[0].shape[1] == 3

@@ -438,8 +438,10 @@ class CollectConfig:
     """Seed of the random policy and the env resets."""
     size: int = 64
     """Frame side in pixels."""
-    frame_stack: int = 2
-    """Consecutive frames per observation (2 = one tubelet, so motion is visible)."""
+    frame_stack: int = 4
+    """Consecutive frames per observation: 2 = one tubelet, so velocity is visible; 4 (default) =
+    two tubelets, which also show how the velocity changed (CartPole, 10k random steps: 1-step
+    error 0.37x copy-last with 4 frames, 0.53x with 2)."""
     grayscale: bool = False
     """Single-channel frames."""
     video_dir: Path | None = None

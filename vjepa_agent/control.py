@@ -65,7 +65,7 @@ DEFAULTS = dict(
     round_steps=5000,
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
-    frame_stack=2,
+    frame_stack=4,
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
