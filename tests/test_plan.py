@@ -235,15 +235,3 @@ def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     # without --model the preset decides; a flag overrides it
     assert check_inputs(PlanConfig(env="CartPole-v1")).reset(seed=0)[0].shape[1] == 4
     assert check_inputs(PlanConfig(env="CartPole-v1", frame_stack=3)).reset(seed=0)[0].shape[1] == 3
-
-
-def test_planner_settings_come_from_the_env_preset_unless_given():
-    from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import planner_config
-
-    pixels = planner_config(PlanConfig(env="CartPole-v1"))
-    assert (pixels.samples, pixels.elites, pixels.iterations) == (512, 32, 1)
-    state = planner_config(PlanConfig(env="CartPole-v1", obs="state"))
-    assert (state.samples, state.elites, state.iterations) == (64, 8, 3)
-    other = planner_config(PlanConfig(env="Pendulum-v1", obs="state", samples=100, horizon=7))
-    assert (other.samples, other.elites, other.iterations, other.horizon) == (100, 8, 3, 7)

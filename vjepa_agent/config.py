@@ -490,14 +490,6 @@ class PlanConfig(PlannerConfig):
     """Seed of collection, training and planning."""
     out: Path | None = None
     """Run folder (default runs/plan-<env>-<obs>)."""
-    samples: int | None = None  # type: ignore[assignment]
-    """Candidate sequences S per iteration (None = the env preset: 64, or 512 for CartPole pixels)."""
-    elites: int | None = None  # type: ignore[assignment]
-    """Elites refitting the sampling distribution (None = the env preset: 8, or 32 for CartPole pixels)."""
-    iterations: int | None = None  # type: ignore[assignment]
-    """Planner iterations per decision (None = the env preset: 3, or 1 for CartPole pixels, where a
-    decision's time goes into the predictor's per-step calls, not the batch size: 512 samples x 1
-    iteration scored 309.7 at 19.0 ms per decision, 64 x 3 216.4 at 18.2 ms)."""
     goal: bool = False
     """Plan toward the env's goal image (envs that expose one, e.g. vjepa_agent/PointGoal-v0)."""
     goal_weight: float | None = None

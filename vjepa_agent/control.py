@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import envs
 from vjepa_agent import planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
-from vjepa_agent.config import PlanConfig, PlannerConfig, WorldModelConfig
+from vjepa_agent.config import PlanConfig, WorldModelConfig
 from vjepa_agent.errors import require
 from vjepa_agent.world_model import WorldModel
 
@@ -41,10 +41,6 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         rounds={"pixels": 4, "state": 0},
         round_steps={"pixels": 2500, "state": 0},
         train_steps={"pixels": 6000, "state": 800},
-        # the pixel model rewards a wider search: one iteration of 512 samples (see PlanConfig.iterations)
-        samples={"pixels": 512, "state": 64},
-        elites={"pixels": 32, "state": 8},
-        iterations={"pixels": 1, "state": 3},
     ),
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
@@ -59,11 +55,6 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         train_steps={"pixels": 1500, "state": 800},
     ),
 }
-PLANNER_PRESETS = (
-    "samples",
-    "elites",
-    "iterations",
-)  # PlannerConfig fields PlanConfig may leave None
 DEFAULTS = dict(
     goal_weight=0.0,
     termination_penalty=0.0,
@@ -75,9 +66,6 @@ DEFAULTS = dict(
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
     frame_stack=4,
-    samples=64,
-    elites=8,
-    iterations=3,
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
@@ -221,19 +209,7 @@ def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
     if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
         # the state latent is (s - mean) / std: raw-unit weights become w * std^2
         objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
-    return MPCAgent(
-        wm, env.action_space, objective, planner_config(cfg), seed=cfg.seed, env_id=cfg.env
-    )
-
-
-def planner_config(cfg: PlanConfig) -> PlannerConfig:
-    """The planner settings of cfg with the env preset filled in where cfg leaves them None."""
-    return PlannerConfig(
-        **{
-            f.name: preset(cfg, f.name) if f.name in PLANNER_PRESETS else getattr(cfg, f.name)
-            for f in dataclasses.fields(PlannerConfig)
-        }
-    )
+    return MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
 
 
 def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor | None:
@@ -375,8 +351,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         "total_decisions": decisions,
         "planner": {
             **{
-                f.name: getattr(agent.cfg, f.name)  # presets resolved
-                for f in dataclasses.fields(agent.cfg)
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(cfg)
                 if f.name
                 in (
                     "planner",
