@@ -1,6 +1,6 @@
 """The MPC agent: observation in, encode, plan in latent space, act; warm-started replanning.
 
-    agent = MPCAgent(wm, env.action_space, objective=LatentObjective(goal=z_goal), planner="categorical_cem")
+    agent = MPCAgent(wm, env.action_space, LatentObjective(goal=z_goal), PlannerConfig(samples=128))
     agent.reset(num_envs=1)
     action = agent.act(obs[None])[0]
 

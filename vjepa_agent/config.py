@@ -314,7 +314,7 @@ def load_config(cls: type, argv: list[str] | None = None, description: str | Non
 
 
 def default_wm_encoder() -> EncoderConfig:
-    """A small ViT for 64x64 frame pairs: 8x8 patches, one tubelet of 2 frames, sin-cos positions
+    """A small ViT for 64x64 frame stacks: 8x8 patches, tubelets of 2 frames, sin-cos positions
     (absolute positions matter: a pooled RoPE encoder cannot tell where the cart is)."""
     return EncoderConfig(dim=64, depth=2, heads=4, patch_size=8, tubelet_size=2, pos_embed="sincos")
 
