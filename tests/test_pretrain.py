@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -208,6 +209,12 @@ def test_bad_mask_scale_and_empty_folder(tmp_path):
     assert proc.returncode == 2 and "unknown config key 'encoder.dimm'" in proc.stderr
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_accelerate_run(tmp_path):
     """A real two-process DDP run on CPU (gloo): world size 2 and identical teachers on both ranks."""
     out = tmp_path / "ddp"
@@ -226,7 +233,7 @@ def test_two_process_accelerate_run(tmp_path):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        "29531",
+        str(_free_port()),  # a fixed port fails when another run (or its TIME_WAIT) holds it
         SCRIPT,
         *TINY,
         "--out",
