@@ -224,12 +224,8 @@ def test_collect_train_beats_copy_last(tmp_path):
     assert s["latent_error_5"] < s["copy_last_error_5"]
     assert 0.5 < s["termination_auc"] <= 1.0
     wm = WorldModel.from_pretrained(out)
-    assert wm.env["obs"] == "pixels" and wm.env["pixel_shape"] == [
-        3,
-        4,
-        32,
-        32,
-    ]  # the default 4-frame stacks
+    # the default 4-frame stacks
+    assert wm.env["obs"] == "pixels" and wm.env["pixel_shape"] == [3, 4, 32, 32]
     # cached training latents end with the action taken before each observation (zeros after a
     # reset), next latents with the action that led to them
     from vjepa_agent.train.world_model import cache_latents

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import envs
 from vjepa_agent import planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
-from vjepa_agent.config import PlanConfig, WorldModelConfig
+from vjepa_agent.config import CollectConfig, PlanConfig, WorldModelConfig
 from vjepa_agent.errors import require
 from vjepa_agent.world_model import WorldModel
 
@@ -65,7 +65,7 @@ DEFAULTS = dict(
     round_steps=5000,
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
-    frame_stack=4,
+    frame_stack=CollectConfig.frame_stack,  # one default for collect_rollouts and plan.py
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
