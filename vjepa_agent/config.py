@@ -521,3 +521,27 @@ class PlanConfig(PlannerConfig):
     """Cap on evaluation episode length (None = the env's own limit)."""
     video: bool = True
     """Write an mp4 of the first evaluation episode."""
+
+
+@dataclass
+class DiagnoseConfig:
+    """`scripts/diagnose_pixel_model.py`: how much of the true state a pixel world model's latents
+    hold, on its data and in closed loop (see vjepa_agent/diagnostics.py)."""
+
+    model: Path = Path("runs/plan-CartPole-v1-pixels/model")
+    """Pixel world-model folder."""
+    data: Path = Path("runs/plan-CartPole-v1-pixels/data")
+    """A rollout store of the same env (it keeps the true states beside the frames)."""
+    state_model: Path | None = None
+    """A state world model of the same env: with it, the closed-loop runs (probe-read states, and
+    true states plus noise of the probe's held-out error)."""
+    episodes: int = 5
+    """Closed-loop episodes of each kind."""
+    seed: int = 0
+    """Seed of the probe, the held-out split, the planner and the evaluation resets."""
+    probe_steps: int = 3000
+    """Adam steps of the state probe (batch 256)."""
+    max_episode_steps: int | None = None
+    """Cap on closed-loop episode length (None = the env's own limit)."""
+    out: Path = Path("runs/diagnose")
+    """Where summary.json goes."""

@@ -1,0 +1,192 @@
+"""Where a pixel world model loses the state: a diagnostic that uses the simulator's true state.
+
+Pixel rollout stores keep the env's own state vector ("observation") beside the frames, so the
+state an encoder's latent holds can be measured (never used for training or planning):
+
+1. `fit_state_probe`: an MLP from latents (with their previous-action features) to the true
+   state, trained on the store's training episodes; `probe_errors` gives its RMS error per state
+   dimension on held-out episodes, on encoded latents and on latents the predictor imagined
+   1 / 5 / 10 steps ahead from them (with the actions that were taken).
+2. `closed_loop`: a *state* world model and its planner act on the state the probe reads from
+   the pixel latents, in real episodes. Beside it, the same planner on the true state plus
+   Gaussian noise of the held-out RMS (independent at each step). If the noisy-state run balances
+   and the probe-read run does not, the latent's state is worse in closed loop than on the data:
+   the errors are reported by bins of |state[0]| (CartPole: the cart's distance from the centre).
+
+`run_diagnose(DiagnoseConfig)` is the body of `scripts/diagnose_pixel_model.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vjepa_agent import seeding
+from vjepa_agent.config import DiagnoseConfig, PlanConfig
+from vjepa_agent.data.rollouts import RolloutStore
+from vjepa_agent.errors import require
+from vjepa_agent.world_model import WorldModel
+
+POSITION_BINS = (0.0, 0.1, 0.3, 0.6, float("inf"))  # of |state[0]|
+
+
+class StateProbe(nn.Module):
+    """Latents (..., Z) -> the env's state (..., O), in the state's own units."""
+
+    def __init__(self, latent_dim: int, state_dim: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 256),
+            nn.GELU(),
+            nn.Linear(256, 256),
+            nn.GELU(),
+            nn.Linear(256, state_dim),
+        )
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z) * self.std + self.mean
+
+
+def _latents(wm: WorldModel, store: RolloutStore) -> dict[str, torch.Tensor]:
+    from vjepa_agent.train.world_model import cache_latents
+
+    with torch.no_grad():
+        cache = cache_latents(wm, store, "cpu")
+    data = store.data
+    return {
+        "latent": cache["latent"].float(),
+        "action": cache["action"],
+        "state": torch.as_tensor(data["observation"]).float(),
+        "episode": torch.as_tensor(data["episode"]),
+        "step": torch.as_tensor(data["step"]),
+    }
+
+
+def fit_state_probe(
+    latents: torch.Tensor, states: torch.Tensor, steps: int, seed: int = 0
+) -> StateProbe:
+    """Regress states (M, O) on latents (M, Z) with an MLP (standardised targets, Adam, batch 256)."""
+    mean, std = states.mean(0), states.std(0).clamp_min(1e-6)
+    torch.manual_seed(seed)
+    probe = StateProbe(latents.shape[1], states.shape[1], mean, std)
+    opt = torch.optim.Adam(probe.net.parameters(), lr=1e-3)
+    gen = seeding.generator("state-probe", seed)
+    target = (states - mean) / std
+    for _ in range(steps):
+        i = torch.randint(0, len(latents), (256,), generator=gen)
+        loss = (probe.net(latents[i]) - target[i]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe.requires_grad_(False).eval()
+
+
+def _rms(err: torch.Tensor) -> list[float]:
+    return err.pow(2).mean(0).sqrt().tolist()
+
+
+def probe_errors(
+    wm: WorldModel, probe: StateProbe, lat: dict[str, torch.Tensor], rows: torch.Tensor
+) -> dict[str, list[float]]:
+    """Held-out RMS error per state dimension: encoded latents, and imagined 1 / 5 / 10 steps ahead."""
+    out = {"encoded": _rms(probe(lat["latent"][rows]) - lat["state"][rows])}
+    ep, horizon = lat["episode"], 10
+    ok = rows[rows + horizon < len(ep)]
+    ok = ok[ep[ok + horizon] == ep[ok]]
+    if len(ok):
+        actions = torch.stack([lat["action"][ok + k] for k in range(horizon)], 1)
+        with torch.no_grad():
+            traj = wm.rollout(lat["latent"][ok], actions)  # (M, H, Z)
+        for k in (1, 5, 10):
+            out[f"imagined_{k}"] = _rms(probe(traj[:, k - 1]) - lat["state"][ok + k])
+    return out
+
+
+def closed_loop(
+    cfg: DiagnoseConfig, wm: WorldModel, probe: StateProbe, noise: list[float] | None
+) -> dict[str, Any]:
+    """The state model's planner acting on probe-read states (noise None) or on true states plus
+    independent Gaussian noise of std `noise` per dimension; returns, RMS errors by |state[0]|."""
+    from vjepa_agent import control
+
+    env_id = wm.env["env_id"]
+    scfg = PlanConfig(env=env_id, obs="state", model=cfg.state_model, seed=cfg.seed)
+    state_env = control.check_inputs(scfg)
+    state_wm = WorldModel.from_pretrained(cfg.state_model)
+    agent = control.make_agent(scfg, state_wm, state_env)
+    env = control.check_inputs(PlanConfig(env=env_id, obs="pixels", model=cfg.model))
+    rng = np.random.default_rng(cfg.seed)
+    returns, errors, states = [], [], []
+    for i in range(cfg.episodes):
+        agent.reseed(cfg.seed + i)
+        obs, _ = env.reset(seed=cfg.seed + control.EVAL_SEED_OFFSET + i)
+        prev, total, steps = None, 0.0, 0
+        while True:
+            true = np.asarray(env.unwrapped.state, dtype=np.float32)
+            if noise is None:
+                with torch.no_grad():
+                    valid = torch.tensor([prev is not None])
+                    z = wm.encode(torch.as_tensor(obs)[None], prev, valid)
+                    estimate = probe(z)[0].numpy()
+            else:
+                estimate = true + rng.normal(size=true.shape).astype(np.float32) * np.asarray(noise)
+            errors.append(estimate - true)
+            states.append(true)
+            action = agent.act(estimate[None])[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            prev = torch.as_tensor(np.asarray(action))[None]
+            total, steps = total + float(reward), steps + 1
+            if (
+                terminated
+                or truncated
+                or (cfg.max_episode_steps and steps >= cfg.max_episode_steps)
+            ):
+                break
+        returns.append(total)
+    err, pos = torch.as_tensor(np.array(errors)), torch.as_tensor(np.array(states))[:, 0].abs()
+    by_position = []
+    for lo, hi in zip(POSITION_BINS[:-1], POSITION_BINS[1:]):
+        sel = (pos >= lo) & (pos < hi)
+        if sel.any():
+            by_position.append(
+                {"from": lo, "to": hi, "steps": int(sel.sum()), "rms": _rms(err[sel])}
+            )
+    return {
+        "mean_return": float(np.mean(returns)),
+        "returns": returns,
+        "rms": _rms(err),
+        "rms_by_position": by_position,
+    }
+
+
+def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
+    wm = WorldModel.from_pretrained(cfg.model)
+    require(wm.env["obs"] == "pixels", f"--model '{cfg.model}' is not a pixel world model")
+    store = RolloutStore.open(cfg.data)
+    require(
+        store.meta["env_id"] == wm.env["env_id"],
+        f"--data '{cfg.data}' holds {store.meta['env_id']} rollouts, the model is of {wm.env['env_id']}",
+    )
+    lat = _latents(wm, store)
+    train_ids, holdout_ids = store.split_episodes(0.2, seed=cfg.seed)
+    usable = lat["step"] > 0  # after a reset the stack shows no motion and no previous action
+    train = store.episode_indices(torch.as_tensor(train_ids))
+    held = store.episode_indices(torch.as_tensor(holdout_ids))
+    train, held = train[usable[train]], held[usable[held]]
+    probe = fit_state_probe(lat["latent"][train], lat["state"][train], cfg.probe_steps, cfg.seed)
+    summary: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data)}
+    summary["probe_rms"] = probe_errors(wm, probe, lat, held)
+    if cfg.state_model is not None:
+        summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, None)
+        summary["closed_loop_noise"] = closed_loop(cfg, wm, probe, summary["probe_rms"]["encoded"])
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
