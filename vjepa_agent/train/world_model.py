@@ -388,46 +388,59 @@ def train_world_model(
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
 
     # 2. the loop
-    history, start = [], time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        lr = lr_at(
-            step,
-            total=cfg.steps,
-            warmup=max(1, cfg.steps // 20),
-            start_lr=cfg.lr / 10,
-            lr=cfg.lr,
-            final_lr=cfg.lr / 20,
-        )
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        if frozen:
-            batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
-            z, target = batch["latent"], batch["next", "latent"]
-            pick = torch.randint(len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen)
-            head_rows = cache[train_rows[pick]].to(device)
-        else:
-            batch = store.sample_sequences(cfg.batch_size, cfg.seq_len, gen, episodes=train_ids).to(
-                device
+    # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
+    # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
+    # with one thread, 151 s with two); a learned encoder keeps the threads.
+    threads = torch.get_num_threads()
+    if frozen and device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        history, start = [], time.perf_counter()
+        bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
+        for step in bar:
+            lr = lr_at(
+                step,
+                total=cfg.steps,
+                warmup=max(1, cfg.steps // 20),
+                start_lr=cfg.lr / 10,
+                lr=cfg.lr,
+                final_lr=cfg.lr / 20,
             )
-            z, target = encode_batch(model, target_encoder, batch)
-            head_rows = None
-        losses = world_model_losses(model, z, target, batch, cfg, head_rows)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if not frozen:
-            ema_update_(target_encoder, model.encoder, cfg.ema)
-        loss_value = float(losses["loss"].detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"world-model loss is {loss_value} at step {step}; lower --lr")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
-            row["step"], row["lr"] = step + 1, lr
-            row["effective_rank"] = effective_rank(losses["latents"])
-            history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            if frozen:
+                batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
+                z, target = batch["latent"], batch["next", "latent"]
+                pick = torch.randint(
+                    len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen
+                )
+                head_rows = cache[train_rows[pick]].to(device)
+            else:
+                batch = store.sample_sequences(
+                    cfg.batch_size, cfg.seq_len, gen, episodes=train_ids
+                ).to(device)
+                z, target = encode_batch(model, target_encoder, batch)
+                head_rows = None
+            losses = world_model_losses(model, z, target, batch, cfg, head_rows)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if not frozen:
+                ema_update_(target_encoder, model.encoder, cfg.ema)
+            loss_value = float(losses["loss"].detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"world-model loss is {loss_value} at step {step}; lower --lr"
+                )
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
+                row["step"], row["lr"] = step + 1, lr
+                row["effective_rank"] = effective_rank(losses["latents"])
+                history.append(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
+    finally:
+        torch.set_num_threads(threads)
     train_seconds = time.perf_counter() - start
 
     # 3. held-out evaluation, save
