@@ -32,6 +32,7 @@ from envs.pixels import (
 )
 from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
 from vjepa_agent.errors import UserError
+from vjepa_agent.threads import torch_threads
 
 Policy = Callable[[np.ndarray], Any]
 
@@ -123,16 +124,13 @@ def collect_rollouts(
         wrappers=[wrapper],
         **make_kwargs,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # frames are small: extra threads only fight over the cores (30x slower under load)
+    # frames are small: extra threads only fight over the cores (30x slower under load)
     try:
-        td = _run(envs, steps, pixels, policy, seed, progress, env_id)
+        with torch_threads(1):
+            td = _run(envs, steps, pixels, policy, seed, progress, env_id)
         fps = int(envs.metadata.get("render_fps") or 20)
         action_space = describe_space(envs.single_action_space)
     finally:
-        torch.set_num_threads(threads)
         envs.close()
 
     # Step 2: number episodes after those already in the store, then write.

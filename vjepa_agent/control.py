@@ -21,6 +21,7 @@ from vjepa_agent import planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import CollectConfig, PlanConfig, WorldModelConfig
 from vjepa_agent.errors import require
+from vjepa_agent.threads import torch_threads
 from vjepa_agent.world_model import WorldModel
 
 # Per-env defaults; every entry can be overridden by a flag. `goal_state` is a state whose rendering
@@ -296,12 +297,10 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     out = Path(cfg.out or f"runs/plan-{cfg.env.replace('/', '-')}-{cfg.obs}")
     env = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
     t0 = time.perf_counter()
     wm, train_summary = get_world_model(cfg, out, env)
     train_seconds = time.perf_counter() - t0
-    torch.set_num_threads(1)  # one decision is a few small matmuls: threads only add overhead
-    try:
+    with torch_threads(1):  # one decision is a few small matmuls: threads only add overhead
         agent = make_agent(cfg, wm, env)
         objective = agent.objective
         returns, lengths, successes, first_frames, first_errors = [], [], [], [], []
@@ -324,8 +323,6 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
             if i == 0:
                 first_frames, first_errors = frames, errors
             bar.set_postfix(ret=f"{ret:.1f}", mean=f"{np.mean(returns):.1f}")
-    finally:
-        torch.set_num_threads(threads)
     decisions = sum(t["decisions"] for t in timing)
     stats = {
         k: float(np.average([t[k] for t in timing], weights=[t["decisions"] for t in timing]))

@@ -109,24 +109,32 @@ def probe_errors(
     return out
 
 
-def closed_loop(
-    cfg: DiagnoseConfig, wm: WorldModel, probe: StateProbe, noise: list[float] | None
-) -> dict[str, Any]:
-    """The state model's planner acting on probe-read states (noise None) or on true states plus
-    independent Gaussian noise of std `noise` per dimension; returns, RMS errors by |state[0]|."""
+def closed_loop_setup(cfg: DiagnoseConfig, wm: WorldModel):
+    """The state model's MPC agent and the pixel env the diagnosed model saw, built once."""
     from vjepa_agent import control
 
     env_id = wm.env["env_id"]
     scfg = PlanConfig(env=env_id, obs="state", model=cfg.state_model, seed=cfg.seed)
-    state_env = control.check_inputs(scfg)
-    state_wm = WorldModel.from_pretrained(cfg.state_model)
-    agent = control.make_agent(scfg, state_wm, state_env)
-    env = control.check_inputs(PlanConfig(env=env_id, obs="pixels", model=cfg.model))
+    agent = control.make_agent(
+        scfg, WorldModel.from_pretrained(cfg.state_model), control.check_inputs(scfg)
+    )
+    return agent, control.check_inputs(PlanConfig(env=env_id, obs="pixels", model=cfg.model))
+
+
+def closed_loop(
+    cfg: DiagnoseConfig, wm: WorldModel, probe: StateProbe, setup, noise: list[float] | None
+) -> dict[str, Any]:
+    """The state model's planner (`setup` = `closed_loop_setup(...)`) acting on probe-read states
+    (noise None) or on true states plus independent Gaussian noise of std `noise` per dimension;
+    returns, RMS errors by |state[0]|."""
+    from vjepa_agent.control import EVAL_SEED_OFFSET
+
+    agent, env = setup
     rng = np.random.default_rng(cfg.seed)
     returns, errors, states = [], [], []
     for i in range(cfg.episodes):
         agent.reseed(cfg.seed + i)
-        obs, _ = env.reset(seed=cfg.seed + control.EVAL_SEED_OFFSET + i)
+        obs, _ = env.reset(seed=cfg.seed + EVAL_SEED_OFFSET + i)
         prev, total, steps = None, 0.0, 0
         while True:
             true = np.asarray(env.unwrapped.state, dtype=np.float32)
@@ -184,8 +192,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data)}
     summary["probe_rms"] = probe_errors(wm, probe, lat, held)
     if cfg.state_model is not None:
-        summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, None)
-        summary["closed_loop_noise"] = closed_loop(cfg, wm, probe, summary["probe_rms"]["encoded"])
+        setup = closed_loop_setup(cfg, wm)
+        summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, setup, None)
+        noise = summary["probe_rms"]["encoded"]
+        summary["closed_loop_noise"] = closed_loop(cfg, wm, probe, setup, noise)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -31,6 +31,7 @@ from vjepa_agent.errors import require
 from vjepa_agent.jepa import ema_update_
 from vjepa_agent.metrics import effective_rank
 from vjepa_agent.schedules import lr_at
+from vjepa_agent.threads import torch_threads
 from vjepa_agent.world_model import WorldModel
 
 log = logging.getLogger("vjepa_agent.world_model")
@@ -391,10 +392,7 @@ def train_world_model(
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
-    threads = torch.get_num_threads()
-    if frozen and device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if frozen and device.type == "cpu" else None):
         history, start = [], time.perf_counter()
         bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
         for step in bar:
@@ -439,8 +437,6 @@ def train_world_model(
                 row["effective_rank"] = effective_rank(losses["latents"])
                 history.append(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
-    finally:
-        torch.set_num_threads(threads)
     train_seconds = time.perf_counter() - start
 
     # 3. held-out evaluation, save
