@@ -19,9 +19,12 @@ if POINT_GOAL_ID not in gym.registry:
 
 from envs.collect import collect_rollouts  # noqa: E402
 from envs.pixels import DEFAULT_CROPS, PixelObservation, make_env  # noqa: E402
+from envs.starts import DEFAULT_START_RANGES, ExploringStarts  # noqa: E402
 
 __all__ = [
     "DEFAULT_CROPS",
+    "DEFAULT_START_RANGES",
+    "ExploringStarts",
     "POINT_GOAL_ID",
     "PixelObservation",
     "PointGoalEnv",

@@ -30,6 +30,7 @@ from envs.pixels import (
     resolve_crop,
     resolve_render_scale,
 )
+from envs.starts import ExploringStarts, StartRanges
 from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
 from vjepa_agent.errors import UserError
 from vjepa_agent.threads import torch_threads
@@ -53,6 +54,7 @@ def collect_rollouts(
     grayscale: bool = False,
     crop: Crop | Literal["auto"] | None = "auto",
     render_scale: int | Literal["auto"] = "auto",
+    start_ranges: StartRanges | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> TensorDict:
     """Run `num_envs` copies of `env_id` for `steps` transitions in total; return them, batch [steps].
@@ -67,7 +69,8 @@ def collect_rollouts(
     missing; an existing store must match env, obs, size and frame_stack). With `video_dir`
     (pixel mode), each episode is also written as an mp4. Memory: everything is held in memory
     until the end, about 2 * C * T * H * W bytes per transition in pixel mode; collect large
-    data sets in several calls into the same `out`.
+    data sets in several calls into the same `out`. `start_ranges` ({state index: (low, high)},
+    see `envs.starts`) starts every episode with those state components drawn uniformly.
     """
     # Step 0: validate everything before any env runs.
     spec = check_env_id(env_id)
@@ -116,12 +119,15 @@ def collect_rollouts(
     else:
         wrapper = float32_observations
         make_kwargs = dict(env_kwargs or {})
+    wrappers = [wrapper]
+    if start_ranges:  # innermost, so the first frame already shows the drawn state
+        wrappers.insert(0, partial(ExploringStarts, ranges=start_ranges))
     envs = gym.make_vec(
         env_id,
         num_envs,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        wrappers=[wrapper],
+        wrappers=wrappers,
         **make_kwargs,
     )
     # frames are small: extra threads only fight over the cores (30x slower under load)
@@ -144,6 +150,7 @@ def collect_rollouts(
                 "grayscale": grayscale if pixels else None,
                 "crop": list(crop) if crop is not None else None,
                 "render_scale": render_scale if pixels else None,
+                "start_ranges": {str(i): list(r) for i, r in (start_ranges or {}).items()},
                 "action_space": action_space,
                 "observation_shape": list(td["observation"].shape[1:]),
                 "pixels_shape": list(td["pixels"].shape[1:]) if pixels else None,

@@ -2,6 +2,7 @@
 
 python scripts/collect_rollouts.py --env CartPole-v1 --steps 10000 --out data/cartpole
 python scripts/collect_rollouts.py --env Pendulum-v1 --obs state --steps 5000 --out data/pendulum
+python scripts/collect_rollouts.py --env CartPole-v1 --exploring-starts --out data/cartpole-spread
 """
 
 import os
@@ -18,6 +19,7 @@ from vjepa_agent.errors import cli_entry, require  # noqa: E402
 def main():
     cfg = load_config(CollectConfig, description=__doc__)
     require(cfg.steps >= 1, f"steps must be >= 1, got {cfg.steps}")
+    ranges = envs.starts.default_start_ranges(cfg.env) if cfg.exploring_starts else None
     envs.collect_rollouts(
         cfg.env,
         cfg.steps,
@@ -29,6 +31,7 @@ def main():
         frame_stack=cfg.frame_stack,
         grayscale=cfg.grayscale,
         video_dir=cfg.video_dir,
+        start_ranges=ranges,
     )
     print(cfg.out)
 

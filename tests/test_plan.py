@@ -182,6 +182,8 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
         (["--env", "CartPole-v1", "--explore", "1.5"], "explore must be in [0, 1]"),
         (["--env", "CartPole-v1", "--rounds", "-1"], "rounds must be >= 0"),
+        (["--env", "Pendulum-v1", "--exploring-starts"], "no start ranges for Pendulum-v1"),
+        (["--env", "CartPole-v1", "--pca-dim", "-1"], "pca_dim must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):

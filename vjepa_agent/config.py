@@ -343,6 +343,10 @@ class WorldModelConfig:
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64
     """Width of the compact latent."""
+    pca_dim: int = 0
+    """Frozen encoder: 0 = the latent is the PCA of the tokens (latent_dim components); > 0 = keep
+    pca_dim components and learn a projection (an MLP) from them to the latent, with the
+    predictor, against an EMA copy of it (inverse-dynamics and variance terms as in ema mode)."""
     predictor_dim: int = 64
     """Width of the action-conditioned predictor (planning cost grows with its square)."""
     predictor_depth: int = 2
@@ -418,6 +422,7 @@ class WorldModelConfig:
             f"failure_discount must be in (0, 1), got {self.failure_discount}",
         )
         require(self.failure_weight >= 0, f"failure_weight must be >= 0, got {self.failure_weight}")
+        require(self.pca_dim >= 0, f"pca_dim must be >= 0, got {self.pca_dim}")
 
 
 @dataclass
@@ -446,6 +451,9 @@ class CollectConfig:
     """Single-channel frames."""
     video_dir: Path | None = None
     """Also write each episode as mp4 here (for pretrain_video.py --data)."""
+    exploring_starts: bool = False
+    """Start episodes with some state components drawn uniformly (envs.starts.DEFAULT_START_RANGES;
+    CartPole: the cart anywhere within 1.5 m of the centre) instead of the env's own resets."""
 
 
 # ---------------------------------------------------------------------------- planning
@@ -517,6 +525,15 @@ class PlanConfig(PlannerConfig):
     model's own)."""
     train_steps: int | None = None
     """World-model optimizer steps (None = the env preset)."""
+    pca_dim: int | None = None
+    """Pixels: PCA features of the frozen encoder before a learned projection to the latent
+    (0 = the PCA is the latent; None = the env preset, 0 for every env today; see
+    WorldModelConfig.pca_dim and the README for what it measured)."""
+    exploring_starts: bool = False
+    """Collection episodes (random and planner rounds) start with some state components drawn
+    uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart
+    anywhere within 1.5 m of the centre); evaluation episodes always start from the env's own
+    resets."""
     max_episode_steps: int | None = None
     """Cap on evaluation episode length (None = the env's own limit)."""
     video: bool = True

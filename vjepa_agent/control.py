@@ -67,6 +67,7 @@ DEFAULTS = dict(
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
     frame_stack=CollectConfig.frame_stack,  # one default for collect_rollouts and plan.py
+    pca_dim=0,
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
@@ -109,6 +110,9 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
         preset(cfg, "round_steps") >= 1 or not preset(cfg, "rounds"), "round_steps must be >= 1"
     )
     require(0.0 <= cfg.explore <= 1.0, f"explore must be in [0, 1], got {cfg.explore}")
+    if cfg.exploring_starts:
+        envs.starts.default_start_ranges(cfg.env)
+    require(cfg.pca_dim is None or cfg.pca_dim >= 0, f"pca_dim must be >= 0, got {cfg.pca_dim}")
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
         require(
@@ -156,11 +160,13 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         # data of a run cut during its model-based rounds (no cached model): start it over
         print(f"{data} holds data of an unfinished run; collecting it again")
         shutil.rmtree(data)
-    frames = {"frame_stack": preset(cfg, "frame_stack")} if cfg.obs == "pixels" else {}
+    collect_kwargs = {"frame_stack": preset(cfg, "frame_stack")} if cfg.obs == "pixels" else {}
+    if cfg.exploring_starts:
+        collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env)
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(
-            cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed, **frames
+            cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed, **collect_kwargs
         )
     for r in range(rounds + 1):
         last = r == rounds
@@ -169,6 +175,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
             out=cached if last else out / "rounds" / str(r),
             seed=cfg.seed,
             steps=preset(cfg, "train_steps"),
+            pca_dim=preset(cfg, "pca_dim") if cfg.obs == "pixels" else 0,
         )
         print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
         wm, summary = train_world_model(wm_cfg)
@@ -186,7 +193,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
                 num_envs=4,
                 seed=cfg.seed + 1000 * (r + 1),
                 policy=agent,
-                **frames,
+                **collect_kwargs,
             )
     return wm, {**summary, "model_based_rounds": rounds}
 

@@ -55,6 +55,7 @@ class PixelLatentEncoder(nn.Module):
         latent: str,
         latent_dim: int,
         mode: str = "ema",
+        pca_dim: int = 0,
     ):
         super().__init__()
         self.vit = VideoEncoder(enc)
@@ -64,11 +65,16 @@ class PixelLatentEncoder(nn.Module):
         flat = self.num_tokens * enc.dim
         self.proj = nn.Linear(flat, latent_dim) if latent == "compact" and mode == "ema" else None
         if mode == "frozen" and latent == "compact":  # PCA of the flattened tokens, fitted on data
+            k = pca_dim or latent_dim
             self.register_buffer("pca_mean", torch.zeros(flat))
-            self.register_buffer("pca_components", torch.zeros(flat, latent_dim))
+            self.register_buffer("pca_components", torch.zeros(flat, k))
             self.register_buffer(
-                "pca_variance", torch.ones(latent_dim)
+                "pca_variance", torch.ones(k)
             )  # of each component, before whitening
+            if pca_dim:  # a learned projection of the PCA features (WorldModelConfig.pca_dim)
+                self.proj = nn.Sequential(
+                    nn.Linear(pca_dim, 256), nn.GELU(), nn.Linear(256, latent_dim)
+                )
         mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else [0.5] * c).view(c, 1, 1, 1)
         std = torch.tensor(IMAGENET_STD[:c] if c == 3 else [0.25] * c).view(c, 1, 1, 1)
         self.register_buffer("mean", mean)
@@ -81,9 +87,28 @@ class PixelLatentEncoder(nn.Module):
             return F.layer_norm(tokens, tokens.shape[-1:])  # (B, N, D)
         flat = rearrange(tokens, "b n d -> b (n d)")
         if self.mode == "frozen":
-            return (flat - self.pca_mean) @ self.pca_components  # (B, Z)
+            return self.project((flat - self.pca_mean) @ self.pca_components)  # (B, Z)
         z = self.proj(flat)
         return F.layer_norm(z, z.shape[-1:])  # (B, Z)
+
+    @property
+    def learned_projection(self) -> bool:
+        """Frozen encoder whose PCA features go through a learned projection (pca_dim > 0)."""
+        return self.mode == "frozen" and self.proj is not None
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder: PCA features (..., K) -> latents (..., Z) (the identity without pca_dim)."""
+        if not self.learned_projection:
+            return features
+        z = self.proj(features)
+        return F.layer_norm(z, z.shape[-1:])
+
+    @torch.no_grad()
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder: frames (B, C, T, H, W) -> PCA features (B, K), before any projection."""
+        x = (frames.float() / 255.0 - self.mean) / self.std
+        flat = rearrange(self.vit(x), "b n d -> b (n d)")
+        return (flat - self.pca_mean) @ self.pca_components
 
     @torch.no_grad()
     def fit_pca(self, frames: torch.Tensor) -> float:
@@ -99,8 +124,11 @@ class PixelLatentEncoder(nn.Module):
         variance = s[:k] ** 2 / (flat.shape[0] - 1)
         scale = variance.mean().sqrt().clamp_min(1e-6)
         self.pca_mean.copy_(mean)
-        self.pca_components.copy_(v[:k].T / scale)
-        self.pca_variance.copy_(variance / scale**2)
+        # fewer frames than components: the missing components stay zero features
+        self.pca_components.zero_()
+        self.pca_components[:, : len(variance)] = v[:k].T / scale
+        self.pca_variance.zero_()
+        self.pca_variance[: len(variance)] = variance / scale**2
         return float((s[:k] ** 2).sum() / (s**2).sum())
 
 
@@ -158,7 +186,12 @@ class WorldModel(nn.Module):
         # 1. encoder: pixels through the ViT, states normalised
         if env["obs"] == "pixels":
             self.encoder = PixelLatentEncoder(
-                cfg.encoder, tuple(env["pixel_shape"]), cfg.latent, cfg.latent_dim, cfg.encoder_mode
+                cfg.encoder,
+                tuple(env["pixel_shape"]),
+                cfg.latent,
+                cfg.latent_dim,
+                cfg.encoder_mode,
+                cfg.pca_dim,
             )
             tokens = 1 if cfg.latent == "compact" else self.encoder.num_tokens
             latent_dim = cfg.latent_dim if cfg.latent == "compact" else cfg.encoder.resolved().dim
@@ -187,8 +220,11 @@ class WorldModel(nn.Module):
         self.termination_head = _head(flat)
         # discounted failure, failure_discount ** (steps until termination); see WorldModelConfig
         self.failure_head = _head(flat) if cfg.failure_weight > 0 else None
+        # (z_t, z_t+1) observation parts -> a_t (the previous-action features would give it away)
         self.inverse_head = nn.Sequential(
-            nn.Linear(2 * flat, 128), nn.GELU(), nn.Linear(128, self.action_dim)
+            nn.Linear(2 * (flat - self.prev_action_dims), 128),
+            nn.GELU(),
+            nn.Linear(128, self.action_dim),
         )  # (z_t, z_t+1) -> a_t, a training signal only
 
     # ---- shapes ----
@@ -249,6 +285,36 @@ class WorldModel(nn.Module):
         if self.prev_action_dims:
             z = torch.cat([z, self.prev_action_features(prev_action, lead, valid)], dim=-1)
         return z
+
+    @property
+    def learned_projection(self) -> bool:
+        """A frozen pixel encoder whose PCA features go through a learned projection (pca_dim > 0)."""
+        return getattr(self.encoder, "learned_projection", False)
+
+    @torch.no_grad()
+    def encode_features(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Like `encode`, but stops before the learned projection: PCA features (+ the previous
+        action's features), what training caches; `project` turns them into latents."""
+        lead = obs.shape[: obs.ndim - 4]
+        f = self.encoder.features(obs.reshape(-1, *obs.shape[obs.ndim - 4 :]))
+        f = f.reshape(*lead, f.shape[-1])
+        if self.prev_action_dims:
+            f = torch.cat([f, self.prev_action_features(prev_action, lead, valid)], dim=-1)
+        return f
+
+    def project(self, features: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Features from `encode_features` (..., K[+A]) -> latents (..., Z[+A]), through `encoder`'s
+        projection (default this model's; training passes the EMA copy for targets)."""
+        encoder = self.encoder if encoder is None else encoder
+        if not self.prev_action_dims:
+            return encoder.project(features)
+        a = self.prev_action_dims
+        return torch.cat([encoder.project(features[..., :-a]), features[..., -a:]], dim=-1)
 
     def _step_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, *latent) -> (B, T, N, D) predictor layout."""
@@ -400,6 +466,7 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d.setdefault("fuse_action", False)
     d.setdefault("previous_action", False)
     d.setdefault("failure_weight", 0.0)  # and no failure head
+    d.setdefault("pca_dim", 0)
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

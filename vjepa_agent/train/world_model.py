@@ -264,14 +264,18 @@ def _gather(store: RolloutStore, key, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 512) -> TensorDict:
+def cache_latents(
+    model: WorldModel, store: RolloutStore, device, batch: int = 512, features: bool = False
+) -> TensorDict:
     """Encode every transition once (frozen encoder): (N,) TensorDict with "latent", ("next", "latent"),
     "action", ("next", "reward"), ("next", "terminated"), rows in the order of store.data.
 
     Within an episode the next observation of row i is the observation of row i + 1, so only the
-    last transition of each episode has its next observation encoded separately.
+    last transition of each episode has its next observation encoded separately. With `features`
+    (a learned projection), the "latents" are `model.encode_features`, before the projection.
     """
     key = _obs_key(model)
+    encode = model.encode_features if features else model.encode
     parts = []
     for chunk in store.chunks:
         n = chunk.batch_size[0]
@@ -282,7 +286,7 @@ def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 5
         first = torch.as_tensor(chunk["step"]).to(device) == 0  # nothing came before these rows
         latent = torch.cat(
             [
-                model.encode(
+                encode(
                     torch.as_tensor(chunk[key][i : i + batch]).to(device),
                     prev[i : i + batch],
                     ~first[i : i + batch],
@@ -298,7 +302,7 @@ def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 5
         rows = last.nonzero().squeeze(1)
         for i in range(0, len(rows), batch):
             sel = rows[i : i + batch]
-            next_latent[sel.to(latent.device)] = model.encode(
+            next_latent[sel.to(latent.device)] = encode(
                 torch.as_tensor(chunk["next", key][sel]).to(device), actions[sel.to(device)]
             )
         parts.append(
@@ -376,11 +380,16 @@ def train_world_model(
                 100 * explained,
             )
     model.to(device).train()
+    learned = model.learned_projection  # frozen tokens, learned projection: an EMA target for it
     if frozen:
         model.encoder.requires_grad_(False)
         target_encoder = model.encoder
-        cache = cache_latents(model, store, device)  # every transition encoded once
+        # every transition encoded once (with a learned projection: its input features)
+        cache = cache_latents(model, store, device, features=learned)
         cache["steps_to_termination"] = store.steps_to_termination().to(device)
+        if learned:
+            model.encoder.proj.requires_grad_(True)
+            target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
     else:
         target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -413,6 +422,13 @@ def train_world_model(
                     len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen
                 )
                 head_rows = cache[train_rows[pick]].to(device)
+                if learned:  # student latents, EMA-projected targets
+                    z = model.project(z)
+                    with torch.no_grad():
+                        target = model.project(target, target_encoder)
+                        head_rows["next", "latent"] = model.project(
+                            head_rows["next", "latent"], target_encoder
+                        )
             else:
                 batch = store.sample_sequences(
                     cfg.batch_size, cfg.seq_len, gen, episodes=train_ids
@@ -424,7 +440,7 @@ def train_world_model(
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            if not frozen:
+            if not frozen or learned:
                 ema_update_(target_encoder, model.encoder, cfg.ema)
             loss_value = float(losses["loss"].detach())
             if not math.isfinite(loss_value):

@@ -1,0 +1,151 @@
+"""Exploring starts for collection, and the learned projection of frozen PCA features (pca_dim)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs.starts import ExploringStarts
+from vjepa_agent.config import EncoderConfig, WorldModelConfig
+from vjepa_agent.data.rollouts import RolloutStore
+from vjepa_agent.errors import UserError
+from vjepa_agent.world_model import WorldModel
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ENC = EncoderConfig(dim=32, depth=1, heads=2, patch_size=8, tubelet_size=2, pos_embed="sincos")
+
+
+def test_exploring_starts_draw_the_state_and_keep_the_observation_in_step():
+    env = ExploringStarts(gym.make("CartPole-v1"), {0: (-1.5, 1.5)})
+    xs = []
+    for seed in range(30):
+        obs, _ = env.reset(seed=seed)
+        np.testing.assert_allclose(obs, env.unwrapped.state, rtol=1e-6)  # obs is the new state
+        assert obs.dtype == np.float32
+        xs.append(obs[0])
+        assert abs(obs[2]) <= 0.05  # the other components keep the env's own draw
+    xs = np.array(xs)
+    assert np.all(np.abs(xs) <= 1.5) and xs.max() - xs.min() > 1.5  # CartPole alone: |x| <= 0.05
+    assert env.reset(seed=3)[0][0] == xs[3]  # seeded
+    obs, *_ = env.step(0)
+    assert abs(obs[0] - xs[3]) < 0.05  # the episode continues from the drawn state
+
+
+@pytest.mark.parametrize(
+    "make, ranges, message",
+    [
+        (lambda: gym.make("CartPole-v1"), {0: (1.0, -1.0)}, "low <= high"),
+        (lambda: gym.make("CartPole-v1"), {7: (0.0, 1.0)}, "outside"),
+        (lambda: gym.make(envs.POINT_GOAL_ID), {0: (0.0, 1.0)}, "has none"),
+    ],
+)
+def test_exploring_starts_bad_ranges_are_one_line_errors(make, ranges, message):
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(UserError, match=message):
+        ExploringStarts(env, ranges)
+
+
+def test_learned_projection_trains_saves_and_loads(tmp_path):
+    data = tmp_path / "data"
+    envs.collect_rollouts(
+        "CartPole-v1", 400, out=data, size=32, frame_stack=2, seed=0, progress=False,
+        start_ranges={0: (-1.0, 1.0)},
+    )  # fmt: skip
+    store = RolloutStore.open(data)
+    first = store.data["observation"][store.data["step"] == 0]
+    assert first[:, 0].abs().max() > 0.3  # episodes start across the track
+    assert store.meta["start_ranges"] == {"0": [-1.0, 1.0]}
+    from vjepa_agent.train.world_model import train_world_model
+
+    cfg = WorldModelConfig(
+        data=data, out=tmp_path / "wm", encoder=TINY_ENC, latent_dim=8, pca_dim=48,
+        predictor_dim=32, predictor_depth=1, steps=40, eval_horizon=5, batch_size=8,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    untrained = WorldModel(cfg, json.loads(json.dumps(_spec(store))))
+    wm, summary = train_world_model(cfg, progress=False)
+    assert wm.learned_projection and np.isfinite(summary["latent_error_1"])
+    # the projection learned (the ViT and the PCA stay frozen)
+    w0, w1 = untrained.encoder.proj[0].weight, wm.encoder.proj[0].weight
+    assert not torch.allclose(w0, w1)
+    torch.testing.assert_close(untrained.encoder.vit.state_dict(), wm.encoder.vit.state_dict())
+    # 48 PCA features -> 8 layer-normed latent dims + 2 previous-action dims
+    obs = store.data["pixels"][:16]
+    prev = store.data["action"][:16]
+    z = wm.encode(obs, prev)
+    assert z.shape == (16, 10)
+    torch.testing.assert_close(wm.project(wm.encode_features(obs, prev)), z)
+    obs_z = wm.observation_part(z)
+    torch.testing.assert_close(obs_z.mean(-1), torch.zeros(16), atol=1e-5, rtol=0)
+    # round trip: the loaded model encodes the same
+    loaded = WorldModel.from_pretrained(tmp_path / "wm")
+    assert loaded.cfg.pca_dim == 48
+    torch.testing.assert_close(loaded.encode(obs, prev), z)
+
+
+def _spec(store):
+    from vjepa_agent.train.world_model import env_spec_from_store
+
+    return env_spec_from_store(store)
+
+
+def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tmp_path):
+    """plan.py pixels end to end at a tiny budget: spread starts in the data, a pca_dim model."""
+    out = tmp_path / "run"
+    args = "--collect-steps 300 --train-steps 20 --rounds 0 --pca-dim 64 --exploring-starts"
+    args += " --episodes 1"
+    args += " --max-episode-steps 10 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--env", "CartPole-v1"]
+        + ["--out", str(out), *args.split()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = RolloutStore.open(out / "data")
+    first = store.data["observation"][store.data["step"] == 0]
+    assert first[:, 0].abs().max() > 0.3 and store.meta["start_ranges"] == {"0": [-1.5, 1.5]}
+    assert WorldModel.from_pretrained(out / "model").cfg.pca_dim == 64
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10
+
+
+def test_collect_script_exploring_starts_without_ranges_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "collect_rollouts.py"), "--env", "Pendulum-v1"]
+        + ["--obs", "state", "--steps", "10", "--exploring-starts", "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "no start ranges for Pendulum-v1" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
+
+
+def test_ema_mode_compact_pixels_with_previous_action_trains(tmp_path):
+    """The learned-encoder mode on compact latents that end with the previous action: the
+    inverse-dynamics head reads the observation parts only (it was sized for whole latents)."""
+    data = tmp_path / "data"
+    envs.collect_rollouts(
+        "CartPole-v1", 120, out=data, size=32, frame_stack=2, seed=0, progress=False
+    )
+    from vjepa_agent.train.world_model import train_world_model
+
+    cfg = WorldModelConfig(
+        data=data, out=tmp_path / "wm", encoder=TINY_ENC, encoder_mode="ema", latent_dim=8,
+        predictor_dim=32, predictor_depth=1, steps=3, eval_horizon=3, batch_size=4, seq_len=4,
+    )  # fmt: skip
+    wm, summary = train_world_model(cfg, progress=False)
+    assert wm.prev_action_dims == 2 and np.isfinite(summary["final_loss"])
