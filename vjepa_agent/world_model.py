@@ -80,15 +80,17 @@ class PixelLatentEncoder(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
+    def _tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, C, T, H, W) -> ViT tokens (B, N, D)."""
+        return self.vit((frames.float() / 255.0 - self.mean) / self.std)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = (frames.float() / 255.0 - self.mean) / self.std  # (B, C, T, H, W)
-        tokens = self.vit(x)  # (B, N, D)
         if self.latent == "tokens":
+            tokens = self._tokens(frames)
             return F.layer_norm(tokens, tokens.shape[-1:])  # (B, N, D)
-        flat = rearrange(tokens, "b n d -> b (n d)")
         if self.mode == "frozen":
-            return self.project((flat - self.pca_mean) @ self.pca_components)  # (B, Z)
-        z = self.proj(flat)
+            return self.project(self.features(frames))  # (B, Z)
+        z = self.proj(rearrange(self._tokens(frames), "b n d -> b (n d)"))
         return F.layer_norm(z, z.shape[-1:])  # (B, Z)
 
     @property
@@ -106,8 +108,7 @@ class PixelLatentEncoder(nn.Module):
     @torch.no_grad()
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """Frozen encoder: frames (B, C, T, H, W) -> PCA features (B, K), before any projection."""
-        x = (frames.float() / 255.0 - self.mean) / self.std
-        flat = rearrange(self.vit(x), "b n d -> b (n d)")
+        flat = rearrange(self._tokens(frames), "b n d -> b (n d)")
         return (flat - self.pca_mean) @ self.pca_components
 
     @torch.no_grad()
@@ -116,8 +117,7 @@ class PixelLatentEncoder(nn.Module):
         flattened tokens, all scaled by one factor so the latent's mean variance per dimension is 1
         (relative scales kept: the big visual changes stay big, in the loss and in goal distances).
         Returns the fraction of variance explained."""
-        x = (frames.float() / 255.0 - self.mean) / self.std
-        flat = rearrange(self.vit(x), "b n d -> b (n d)")
+        flat = rearrange(self._tokens(frames), "b n d -> b (n d)")
         mean = flat.mean(0)
         u, s, v = torch.linalg.svd(flat - mean, full_matrices=False)
         k = self.pca_components.shape[1]
@@ -278,9 +278,13 @@ class WorldModel(nn.Module):
         Compact pixel latents also take the action taken before each observation, `prev_action`
         as `predict` takes actions (None or `valid` False: a first observation after a reset).
         """
+        return self._encode_with(self.encoder, obs, prev_action, valid)
+
+    def _encode_with(self, fn, obs, prev_action, valid) -> torch.Tensor:
+        """fn over the observations' flattened leading dims, then the previous-action features."""
         obs_ndim = 4 if self.env["obs"] == "pixels" else 1
         lead = obs.shape[: obs.ndim - obs_ndim]
-        z = self.encoder(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim :]))
+        z = fn(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim :]))
         z = z.reshape(*lead, *z.shape[1:])
         if self.prev_action_dims:
             z = torch.cat([z, self.prev_action_features(prev_action, lead, valid)], dim=-1)
@@ -300,12 +304,7 @@ class WorldModel(nn.Module):
     ) -> torch.Tensor:
         """Like `encode`, but stops before the learned projection: PCA features (+ the previous
         action's features), what training caches; `project` turns them into latents."""
-        lead = obs.shape[: obs.ndim - 4]
-        f = self.encoder.features(obs.reshape(-1, *obs.shape[obs.ndim - 4 :]))
-        f = f.reshape(*lead, f.shape[-1])
-        if self.prev_action_dims:
-            f = torch.cat([f, self.prev_action_features(prev_action, lead, valid)], dim=-1)
-        return f
+        return self._encode_with(self.encoder.features, obs, prev_action, valid)
 
     def project(self, features: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
         """Features from `encode_features` (..., K[+A]) -> latents (..., Z[+A]), through `encoder`'s

@@ -440,7 +440,9 @@ def train_world_model(
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            if not frozen or learned:
+            if learned:  # the ViT and the PCA are frozen: only the projection moves
+                ema_update_(target_encoder.proj, model.encoder.proj, cfg.ema)
+            elif not frozen:
                 ema_update_(target_encoder, model.encoder, cfg.ema)
             loss_value = float(losses["loss"].detach())
             if not math.isfinite(loss_value):
