@@ -329,8 +329,14 @@ class WorldModelConfig:
     """Output folder: weights (safetensors), config.json, summary.json, logs."""
     seed: int = 0
     """Seed for initialisation, batches and the held-out split."""
+    pixel_encoder: Literal["vit", "moments"] = "vit"
+    """Pixels. vit: the video ViT below (frozen + PCA, or learned: encoder_mode). moments: a fixed
+    object-moment encoder (models/moments.py: colour masks fitted on the data, each mask's mass,
+    centroid and second moments per frame), translation-equivariant, so the latent holds an
+    object wherever it is on screen; the predictor and heads learn on it as on a state vector."""
     encoder: EncoderConfig = field(default_factory=default_wm_encoder)
-    """Pixel encoder (ignored for state observations, whose latent is the normalised state)."""
+    """Pixel ViT (ignored for state observations, whose latent is the normalised state, and for
+    pixel_encoder moments)."""
     encoder_init: str | None = None
     """Optional pretrained encoder (an export or pretraining run folder) to start from, e.g. from
     `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
@@ -347,6 +353,10 @@ class WorldModelConfig:
     """Frozen encoder: 0 = the latent is the PCA of the tokens (latent_dim components); > 0 = keep
     pca_dim components and learn a projection (an MLP) from them to the latent, with the
     predictor, against an EMA copy of it (inverse-dynamics and variance terms as in ema mode)."""
+    heads_shape_latent: bool = False
+    """Learned latents (pca_dim > 0): the reward, termination and failure heads on encoded latents
+    backpropagate into the projection (TD-MPC style), so the latent keeps what predicts failure,
+    not only what the next frame shows."""
     predictor_dim: int = 64
     """Width of the action-conditioned predictor (planning cost grows with its square)."""
     predictor_depth: int = 2
@@ -423,6 +433,12 @@ class WorldModelConfig:
         )
         require(self.failure_weight >= 0, f"failure_weight must be >= 0, got {self.failure_weight}")
         require(self.pca_dim >= 0, f"pca_dim must be >= 0, got {self.pca_dim}")
+        if self.pixel_encoder == "moments":
+            require(
+                self.latent == "compact" and not self.pca_dim and self.encoder_init is None,
+                "pixel_encoder moments is a fixed encoder with one compact latent per frame; drop "
+                "--latent tokens, --pca-dim and --encoder-init (they are for the ViT)",
+            )
 
 
 @dataclass

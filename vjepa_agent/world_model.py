@@ -38,6 +38,7 @@ from vjepa_agent.data.video import IMAGENET_MEAN, IMAGENET_STD
 from vjepa_agent.errors import UserError, require
 from vjepa_agent.models.ac_predictor import ACPredictor
 from vjepa_agent.models.encoder import VideoEncoder
+from vjepa_agent.models.moments import ObjectMoments
 
 FORMAT = "vjepa_agent.world_model/1"
 
@@ -184,7 +185,10 @@ class WorldModel(nn.Module):
             self.register_buffer("action_low", torch.tensor(space["low"], dtype=torch.float32))
             self.register_buffer("action_high", torch.tensor(space["high"], dtype=torch.float32))
         # 1. encoder: pixels through the ViT, states normalised
-        if env["obs"] == "pixels":
+        if env["obs"] == "pixels" and cfg.pixel_encoder == "moments":
+            self.encoder = ObjectMoments(tuple(env["pixel_shape"]))
+            tokens, latent_dim = 1, self.encoder.out_dim
+        elif env["obs"] == "pixels":
             self.encoder = PixelLatentEncoder(
                 cfg.encoder,
                 tuple(env["pixel_shape"]),
@@ -466,6 +470,7 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d.setdefault("previous_action", False)
     d.setdefault("failure_weight", 0.0)  # and no failure head
     d.setdefault("pca_dim", 0)
+    d.setdefault("pixel_encoder", "vit")
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

@@ -362,9 +362,16 @@ def train_world_model(
     torch.manual_seed(cfg.seed)
     model = WorldModel(cfg, spec)
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
-    frozen = spec["obs"] == "state" or cfg.encoder_mode == "frozen"
+    moments = spec["obs"] == "pixels" and cfg.pixel_encoder == "moments"
+    frozen = spec["obs"] == "state" or cfg.encoder_mode == "frozen" or moments
     if spec["obs"] == "state":
         model.encoder.fit(store.data["observation"][train_rows])
+    elif moments:
+        fit_rows = train_rows[
+            torch.randperm(len(train_rows), generator=seeding.generator("moments", cfg.seed))[:4096]
+        ]
+        found = model.encoder.fit(_gather(store, "pixels", fit_rows.sort().values))
+        log.info("object moments: background %s, ink directions %s", *found.values())
     else:
         if cfg.encoder_init:
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
@@ -426,9 +433,10 @@ def train_world_model(
                     z = model.project(z)
                     with torch.no_grad():
                         target = model.project(target, target_encoder)
-                        head_rows["next", "latent"] = model.project(
-                            head_rows["next", "latent"], target_encoder
-                        )
+                    head_rows["next", "latent"] = model.project(
+                        head_rows["next", "latent"],
+                        None if cfg.heads_shape_latent else target_encoder,
+                    )
             else:
                 batch = store.sample_sequences(
                     cfg.batch_size, cfg.seq_len, gen, episodes=train_ids
