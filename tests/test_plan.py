@@ -182,8 +182,9 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
         (["--env", "CartPole-v1", "--explore", "1.5"], "explore must be in [0, 1]"),
         (["--env", "CartPole-v1", "--rounds", "-1"], "rounds must be >= 0"),
-        (["--env", "Pendulum-v1", "--exploring-starts"], "no start ranges for Pendulum-v1"),
+        (["--env", "Pendulum-v1", "--exploring-starts", "True"], "no start ranges for Pendulum-v1"),
         (["--env", "CartPole-v1", "--pca-dim", "-1"], "pca_dim must be >= 0"),
+        (["--env", "CartPole-v1", "--pca-dim", "64"], "--pca-dim is for the ViT encoder"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -237,3 +238,27 @@ def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     # without --model the preset decides; a flag overrides it
     assert check_inputs(PlanConfig(env="CartPole-v1")).reset(seed=0)[0].shape[1] == 4
     assert check_inputs(PlanConfig(env="CartPole-v1", frame_stack=3)).reset(seed=0)[0].shape[1] == 3
+
+
+def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_path):
+    """The CartPole pixel preset end to end at a tiny budget: random-policy episodes that start
+    anywhere in +-1.5 m, an object-moment world model; a cached model of another encoder is not
+    reused."""
+    from vjepa_agent.data.rollouts import RolloutStore
+
+    out = tmp_path / "run"
+    args = ["--env", "CartPole-v1", "--out", str(out), "--collect-steps", "300"]
+    args += "--train-steps 20 --episodes 1 --max-episode-steps 10 --horizon 2 --samples 4".split()
+    args += "--elites 1 --iterations 1 --no-video".split()
+    proc = plan(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = RolloutStore.open(out / "data")
+    first = store.data["observation"][store.data["step"] == 0]
+    assert first[:, 0].abs().max() > 0.3  # spread starts (the env's own stay within 0.05 m)
+    wm = WorldModel.from_pretrained(out / "model")
+    assert wm.cfg.pixel_encoder == "moments" and wm.latent_dim == 3 * 4 * 6 + 2
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10 and s["env_steps_trained"] == 300
+    proc = plan(*args, "--pixel-encoder", "vit")
+    assert proc.returncode == 0 and "reusing" not in proc.stdout, proc.stderr[-3000:]
+    assert WorldModel.from_pretrained(out / "model").cfg.pixel_encoder == "vit"

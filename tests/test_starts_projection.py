@@ -100,7 +100,8 @@ def _spec(store):
 def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tmp_path):
     """plan.py pixels end to end at a tiny budget: spread starts in the data, a pca_dim model."""
     out = tmp_path / "run"
-    args = "--collect-steps 300 --train-steps 20 --rounds 0 --pca-dim 64 --exploring-starts"
+    args = "--collect-steps 300 --train-steps 20 --rounds 0 --pca-dim 64 --pixel-encoder vit"
+    args += " --exploring-starts True"
     args += " --episodes 1"
     args += " --max-episode-steps 10 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video"
     proc = subprocess.run(
@@ -116,7 +117,8 @@ def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tm
     store = RolloutStore.open(out / "data")
     first = store.data["observation"][store.data["step"] == 0]
     assert first[:, 0].abs().max() > 0.3 and store.meta["start_ranges"] == {"0": [-1.5, 1.5]}
-    assert WorldModel.from_pretrained(out / "model").cfg.pca_dim == 64
+    cfg = WorldModel.from_pretrained(out / "model").cfg
+    assert cfg.pca_dim == 64 and cfg.pixel_encoder == "vit"
     s = json.loads((out / "summary.json").read_text())
     assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10
 

@@ -545,11 +545,14 @@ class PlanConfig(PlannerConfig):
     """Pixels: PCA features of the frozen encoder before a learned projection to the latent
     (0 = the PCA is the latent; None = the env preset, 0 for every env today; see
     WorldModelConfig.pca_dim and the README for what it measured)."""
-    exploring_starts: bool = False
+    pixel_encoder: Literal["vit", "moments"] | None = None
+    """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
+    moments for CartPole, vit elsewhere)."""
+    exploring_starts: bool | None = None
     """Collection episodes (random and planner rounds) start with some state components drawn
     uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart
     anywhere within 1.5 m of the centre); evaluation episodes always start from the env's own
-    resets."""
+    resets. None = the env preset (on for CartPole pixels); `--exploring-starts False` turns it off."""
     max_episode_steps: int | None = None
     """Cap on evaluation episode length (None = the env's own limit)."""
     video: bool = True

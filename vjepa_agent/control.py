@@ -38,10 +38,15 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         termination_penalty={"pixels": 0.0, "state": 20.0},
         termination_logit_weight={"pixels": 1.0, "state": 0.0},
         reward_weight={"pixels": 0.0, "state": 1.0},
+        # pixels: object moments (translation-equivariant: the pole is read wherever the cart
+        # is) on random-policy data whose episodes start anywhere in +-1.5 m balance 500/500
+        # from 10k steps, no planner rounds (README: "What planning reaches")
+        pixel_encoder={"pixels": "moments", "state": "vit"},
+        exploring_starts={"pixels": True, "state": False},
         collect_steps={"pixels": 10000, "state": 5000},
-        rounds={"pixels": 4, "state": 0},
+        rounds={"pixels": 0, "state": 0},
         round_steps={"pixels": 2500, "state": 0},
-        train_steps={"pixels": 6000, "state": 800},
+        train_steps={"pixels": 3000, "state": 800},
     ),
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
@@ -68,6 +73,8 @@ DEFAULTS = dict(
     train_steps={"pixels": 2000, "state": 1000},
     frame_stack=CollectConfig.frame_stack,  # one default for collect_rollouts and plan.py
     pca_dim=0,
+    pixel_encoder="vit",
+    exploring_starts=False,
 )
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
@@ -110,9 +117,14 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
         preset(cfg, "round_steps") >= 1 or not preset(cfg, "rounds"), "round_steps must be >= 1"
     )
     require(0.0 <= cfg.explore <= 1.0, f"explore must be in [0, 1], got {cfg.explore}")
-    if cfg.exploring_starts:
+    if preset(cfg, "exploring_starts"):
         envs.starts.default_start_ranges(cfg.env)
     require(cfg.pca_dim is None or cfg.pca_dim >= 0, f"pca_dim must be >= 0, got {cfg.pca_dim}")
+    if cfg.obs == "pixels" and cfg.model is None:
+        require(
+            preset(cfg, "pixel_encoder") == "vit" or not preset(cfg, "pca_dim"),
+            "--pca-dim is for the ViT encoder; drop it or pass --pixel-encoder vit",
+        )
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
         require(
@@ -144,6 +156,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         same_frames = cfg.obs == "state" or (
             meta["env"].get("render_scale", 1) == getattr(env, "render_scale", 1)
             and meta["env"].get("frame_stack") == preset(cfg, "frame_stack")
+            and meta["config"].get("pixel_encoder", "vit") == preset(cfg, "pixel_encoder")
         )
         if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs and same_frames:
             print(f"reusing the world model cached in {cached}")
@@ -161,7 +174,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         print(f"{data} holds data of an unfinished run; collecting it again")
         shutil.rmtree(data)
     collect_kwargs = {"frame_stack": preset(cfg, "frame_stack")} if cfg.obs == "pixels" else {}
-    if cfg.exploring_starts:
+    if preset(cfg, "exploring_starts"):
         collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env)
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
@@ -176,6 +189,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
             seed=cfg.seed,
             steps=preset(cfg, "train_steps"),
             pca_dim=preset(cfg, "pca_dim") if cfg.obs == "pixels" else 0,
+            pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
         )
         print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
         wm, summary = train_world_model(wm_cfg)

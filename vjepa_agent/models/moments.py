@@ -73,18 +73,20 @@ class ObjectMoments(nn.Module):
 
     def raw(self, frames: torch.Tensor) -> torch.Tensor:
         """Unstandardised moments (B, K * T * 6) of uint8 frames (B, C, T, H, W)."""
-        ink = (self.background.view(1, -1, 1, 1, 1) - frames.float()) / 255.0  # (B, C, T, H, W)
-        masks = torch.einsum("kc,bcthw->bkthw", self.unmix, ink).clamp_min(0)  # (B, K, T, H, W)
-        xs, ys = self.xs, self.ys[:, None]
-        mass = masks.sum((-2, -1))  # (B, K, T)
-        col, row = masks.sum(-2), masks.sum(-1)  # (B, K, T, W), (B, K, T, H) marginals
+        b, c, t, h, w = frames.shape
+        # 1-2. ink -> colour masks: masks = unmix @ (background - pixel) / 255, clamped at 0
+        offset = (self.unmix @ self.background / 255.0).view(1, -1, 1)  # (1, K, 1)
+        flat = frames.reshape(b, c, t * h * w).float()
+        masks = (offset - (self.unmix / 255.0) @ flat).clamp_min_(0).view(b, -1, t, h, w)
+        # 3. moments from the marginals (and the row-weighted column sums for xy)
+        col, row = masks.sum(-2), masks.sum(-1)  # (B, K, T, W), (B, K, T, H)
+        mass = col.sum(-1)  # (B, K, T)
         norm = mass + _EPS
-        mx, my = (col * xs).sum(-1) / norm, (row * ys[:, 0]).sum(-1) / norm
-        xx = (col * xs**2).sum(-1) / norm - mx**2
-        yy = (row * ys[:, 0] ** 2).sum(-1) / norm - my**2
-        xy = torch.einsum("bkthw,h,w->bkt", masks, self.ys, self.xs) / norm - mx * my
-        size = masks.shape[-1] * masks.shape[-2]
-        moments = torch.stack([mass / size, mx, my, xx, xy, yy], dim=-1)  # (B, K, T, 6)
+        mx, my = col @ self.xs / norm, row @ self.ys / norm
+        xx = col @ self.xs**2 / norm - mx**2
+        yy = row @ self.ys**2 / norm - my**2
+        xy = (masks @ self.xs) @ self.ys / norm - mx * my
+        moments = torch.stack([mass / (h * w), mx, my, xx, xy, yy], dim=-1)  # (B, K, T, 6)
         return moments.flatten(1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -99,8 +101,10 @@ class ObjectMoments(nn.Module):
         if len(last) > max_pixels:
             step = len(last) // max_pixels + 1
             last = last[::step]
-        colours, counts = torch.unique(last, dim=0, return_counts=True)
-        self.background.copy_(colours[counts.argmax()].float())
+        codes = (last.long() * 256 ** torch.arange(c)).sum(1)  # one integer per colour
+        colours, counts = torch.unique(codes, return_counts=True)
+        code = int(colours[counts.argmax()])
+        self.background.copy_(torch.tensor([(code >> (8 * i)) & 255 for i in range(c)]))
         ink = (self.background - last.float()) / 255.0
         directions = ink_directions(ink, self.k)  # (K, C)
         self.unmix.copy_(torch.linalg.pinv(directions.T))  # ink = directions.T @ masks
