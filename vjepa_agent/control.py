@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import envs
 from vjepa_agent import planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
-from vjepa_agent.config import CollectConfig, PlanConfig, WorldModelConfig
+from vjepa_agent.config import CollectConfig, PlanConfig, PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import require
 from vjepa_agent.threads import torch_threads
 from vjepa_agent.world_model import WorldModel
@@ -47,6 +47,8 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         rounds={"pixels": 0, "state": 0},
         round_steps={"pixels": 2500, "state": 0},
         train_steps={"pixels": 3000, "state": 800},
+        samples={"pixels": 128, "state": 64},
+        iterations={"pixels": 1, "state": 3},
     ),
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
@@ -75,7 +77,11 @@ DEFAULTS = dict(
     pca_dim=0,
     pixel_encoder="vit",
     exploring_starts=False,
+    samples=64,
+    elites=8,
+    iterations=3,
 )
+PRESET_PLANNER_FIELDS = ("samples", "elites", "iterations")
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
 )
@@ -231,7 +237,19 @@ def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
     if cfg.obs == "state" and state_weights is not None and objective.goal is not None:
         # the state latent is (s - mean) / std: raw-unit weights become w * std^2
         objective.goal_dim_weights = torch.tensor(state_weights) * wm.encoder.std.cpu() ** 2
-    return MPCAgent(wm, env.action_space, objective, cfg, seed=cfg.seed, env_id=cfg.env)
+    return MPCAgent(
+        wm, env.action_space, objective, planner_config(cfg), seed=cfg.seed, env_id=cfg.env
+    )
+
+
+def planner_config(cfg: PlanConfig) -> PlannerConfig:
+    """The planner settings of cfg, with the env preset where a flag was not given."""
+    return PlannerConfig(
+        **{
+            f.name: preset(cfg, f.name) if f.name in PRESET_PLANNER_FIELDS else getattr(cfg, f.name)
+            for f in dataclasses.fields(PlannerConfig)
+        }
+    )
 
 
 def goal_latent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> torch.Tensor | None:
@@ -368,21 +386,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         "decisions_per_s": 1000.0 / stats["ms_per_action"],
         "total_decisions": decisions,
         "planner": {
-            **{
-                f.name: getattr(cfg, f.name)
-                for f in dataclasses.fields(cfg)
-                if f.name
-                in (
-                    "planner",
-                    "horizon",
-                    "samples",
-                    "elites",
-                    "iterations",
-                    "temperature",
-                    "momentum",
-                    "replan_every",
-                )
-            },
+            **dataclasses.asdict(agent.cfg),
             "resolved": agent.planner,
             "goal_weight": objective.goal_weight,
             "termination_penalty": objective.termination_penalty,
