@@ -262,3 +262,17 @@ def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_pat
     proc = plan(*args, "--pixel-encoder", "vit")
     assert proc.returncode == 0 and "reusing" not in proc.stdout, proc.stderr[-3000:]
     assert WorldModel.from_pretrained(out / "model").cfg.pixel_encoder == "vit"
+
+
+def test_planner_settings_come_from_env_presets_unless_given():
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import planner_config
+
+    resolved = lambda **kw: planner_config(PlanConfig(**kw))  # noqa: E731
+    c = resolved(env="CartPole-v1")
+    assert (c.samples, c.elites, c.iterations, c.horizon) == (128, 8, 1, 10)
+    c = resolved(env="CartPole-v1", obs="state")
+    assert (c.samples, c.elites, c.iterations) == (64, 8, 3)
+    c = resolved(env="CartPole-v1", samples=16, elites=2, iterations=2, horizon=4)
+    assert (c.samples, c.elites, c.iterations, c.horizon) == (16, 2, 2, 4)
+    assert resolved(env="Pendulum-v1").iterations == 3

@@ -8,7 +8,8 @@
 
 Latents: pixel observations go through the video ViT, then (compact mode) one linear projection
 of all its tokens, layer-normed without affine: Z = latent_dim. In token mode the latent is every
-layer-normed token, (..., N, D). State observations use the normalised state as the latent
+layer-normed token, (..., N, D). With `pixel_encoder="moments"` they go through the fixed
+object-moment encoder instead (`models/moments.py`): Z = C * T * 6 standardised moments. State observations use the normalised state as the latent
 (it already is the ideal low-dimensional code; nothing to learn, nothing to collapse).
 
 Actions are given as the env takes them: Discrete indices (...,) or (..., 1) long; Box values
