@@ -2,7 +2,7 @@
 
     enc = ObjectMoments(frame_shape=(3, 4, 64, 64))
     enc.fit(frames)          # (B, C, T, H, W) uint8 from the data: colours and feature scales
-    z = enc(frames)          # (B, K * T * 6) standardised moments
+    z = enc(frames)          # (B, K * T * 6) standardised moments and their frame-to-frame changes
 
 Why: a frozen random ViT's tokens, flattened and reduced by PCA, encode an object by *where* it
 is on the token grid, so a latent fitted where the data is loses the object elsewhere (CartPole:
@@ -19,9 +19,11 @@ Steps (per frame of the stack):
    shrink), and mask = clamp(pinv(directions) @ ink, 0).
 3. Per mask: mass, centroid (x, y), and the central second moments (xx, xy, yy), on coordinates
    in [-1, 1].
+4. The last frame's moments and the T - 1 changes between consecutive frames (velocities get
+   their own dimensions), each standardised with the data's mean and std.
 Everything is fitted from the data's pixels by `fit`: the background is the most frequent colour,
 the K = C ink directions are a magnitude-weighted k-means of the ink directions of the non-
-background pixels, and each feature is standardised with the data's mean and std.
+background pixels, and the standardisation is the data's.
 """
 
 from __future__ import annotations
@@ -89,8 +91,17 @@ class ObjectMoments(nn.Module):
         moments = torch.stack([mass / (h * w), mx, my, xx, xy, yy], dim=-1)  # (B, K, T, 6)
         return moments.flatten(1)
 
+    def motion(self, raw: torch.Tensor) -> torch.Tensor:
+        """Per-frame moments (B, K * T * 6) -> the last frame's and the T - 1 frame-to-frame
+        changes, same shape: a linear, invertible change that gives velocities their own
+        dimensions, so standardising scales them by their own spread (a cart's step is ~1 % of
+        its range of positions, and a loss on positions alone barely sees it)."""
+        m = raw.view(raw.shape[0], self.k, self.frames, len(MOMENTS))
+        parts = [m[:, :, -1:], m[:, :, 1:] - m[:, :, :-1]]  # (B, K, 1, 6), (B, K, T - 1, 6)
+        return torch.cat(parts, dim=2).flatten(1)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return (self.raw(frames) - self.feature_mean) / self.feature_std
+        return (self.motion(self.raw(frames)) - self.feature_mean) / self.feature_std
 
     @torch.no_grad()
     def fit(self, frames: torch.Tensor, max_pixels: int = 2_000_000) -> dict[str, list]:
@@ -108,7 +119,9 @@ class ObjectMoments(nn.Module):
         ink = (self.background - last.float()) / 255.0
         directions = ink_directions(ink, self.k)  # (K, C)
         self.unmix.copy_(torch.linalg.pinv(directions.T))  # ink = directions.T @ masks
-        feats = torch.cat([self.raw(frames[i : i + 512]) for i in range(0, len(frames), 512)])
+        feats = torch.cat(
+            [self.motion(self.raw(frames[i : i + 512])) for i in range(0, len(frames), 512)]
+        )
         self.feature_mean.copy_(feats.mean(0))
         self.feature_std.copy_(feats.std(0).clamp_min(1e-3))
         return {"background": self.background.tolist(), "ink_directions": directions.tolist()}
