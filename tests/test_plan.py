@@ -272,7 +272,7 @@ def test_planner_settings_come_from_env_presets_unless_given():
     c = resolved(env="CartPole-v1")
     assert (c.samples, c.elites, c.iterations, c.horizon) == (128, 8, 1, 10)
     c = resolved(env="CartPole-v1", obs="state")
-    assert (c.samples, c.elites, c.iterations) == (64, 8, 3)
+    assert (c.samples, c.elites, c.iterations) == (128, 8, 1)
     c = resolved(env="CartPole-v1", samples=16, elites=2, iterations=2, horizon=4)
     assert (c.samples, c.elites, c.iterations, c.horizon) == (16, 2, 2, 4)
     assert resolved(env="Pendulum-v1").iterations == 3

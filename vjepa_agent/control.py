@@ -49,8 +49,9 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         round_steps={"pixels": 2500, "state": 0},
         train_steps={"pixels": 3000, "state": 800},
         rollout_steps={"pixels": 8, "state": 4},
-        samples={"pixels": 128, "state": 64},
-        iterations={"pixels": 1, "state": 3},
+        # one wide iteration: a decision's time is the predictor's per-step calls (README)
+        samples=128,
+        iterations=1,
     ),
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
