@@ -353,10 +353,6 @@ class WorldModelConfig:
     """Frozen encoder: 0 = the latent is the PCA of the tokens (latent_dim components); > 0 = keep
     pca_dim components and learn a projection (an MLP) from them to the latent, with the
     predictor, against an EMA copy of it (inverse-dynamics and variance terms as in ema mode)."""
-    heads_shape_latent: bool = False
-    """Learned latents (pca_dim > 0): the reward, termination and failure heads on encoded latents
-    backpropagate into the projection (TD-MPC style), so the latent keeps what predicts failure,
-    not only what the next frame shows."""
     predictor_dim: int = 64
     """Width of the action-conditioned predictor (planning cost grows with its square)."""
     predictor_depth: int = 2

@@ -433,10 +433,9 @@ def train_world_model(
                     z = model.project(z)
                     with torch.no_grad():
                         target = model.project(target, target_encoder)
-                    head_rows["next", "latent"] = model.project(
-                        head_rows["next", "latent"],
-                        None if cfg.heads_shape_latent else target_encoder,
-                    )
+                        head_rows["next", "latent"] = model.project(
+                            head_rows["next", "latent"], target_encoder
+                        )
             else:
                 batch = store.sample_sequences(
                     cfg.batch_size, cfg.seq_len, gen, episodes=train_ids
