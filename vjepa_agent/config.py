@@ -332,7 +332,8 @@ class WorldModelConfig:
     pixel_encoder: Literal["vit", "moments"] = "vit"
     """Pixels. vit: the video ViT below (frozen + PCA, or learned: encoder_mode). moments: a fixed
     object-moment encoder (models/moments.py: colour masks fitted on the data, each mask's mass,
-    centroid and second moments per frame), translation-equivariant, so the latent holds an
+    centroid and second moments in the last frame and their frame-to-frame changes),
+    translation-equivariant, so the latent holds an
     object wherever it is on screen; the predictor and heads learn on it as on a state vector."""
     encoder: EncoderConfig = field(default_factory=default_wm_encoder)
     """Pixel ViT (ignored for state observations, whose latent is the normalised state, and for

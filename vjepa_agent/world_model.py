@@ -9,8 +9,9 @@
 Latents: pixel observations go through the video ViT, then (compact mode) one linear projection
 of all its tokens, layer-normed without affine: Z = latent_dim. In token mode the latent is every
 layer-normed token, (..., N, D). With `pixel_encoder="moments"` they go through the fixed
-object-moment encoder instead (`models/moments.py`): Z = C * T * 6 standardised moments. State observations use the normalised state as the latent
-(it already is the ideal low-dimensional code; nothing to learn, nothing to collapse).
+object-moment encoder instead (`models/moments.py`): Z = C * T * 6 standardised moments (the
+last frame's and the frame-to-frame changes). State observations use the normalised state as the
+latent (it already is the ideal low-dimensional code; nothing to learn, nothing to collapse).
 
 Actions are given as the env takes them: Discrete indices (...,) or (..., 1) long; Box values
 (..., A) float. They are one-hot encoded or scaled to [-1, 1] inside.

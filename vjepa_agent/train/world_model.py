@@ -263,6 +263,12 @@ def _gather(store: RolloutStore, key, rows: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _sample_frames(store: RolloutStore, rows: torch.Tensor, n: int, name: str, seed: int):
+    """Pixels of up to n of `rows`, drawn without replacement by the (name, seed) stream."""
+    pick = rows[torch.randperm(len(rows), generator=seeding.generator(name, seed))[:n]]
+    return _gather(store, "pixels", pick.sort().values)
+
+
 @torch.no_grad()
 def cache_latents(
     model: WorldModel, store: RolloutStore, device, batch: int = 512, features: bool = False
@@ -367,20 +373,15 @@ def train_world_model(
     if spec["obs"] == "state":
         model.encoder.fit(store.data["observation"][train_rows])
     elif moments:
-        fit_rows = train_rows[
-            torch.randperm(len(train_rows), generator=seeding.generator("moments", cfg.seed))[:4096]
-        ]
-        found = model.encoder.fit(_gather(store, "pixels", fit_rows.sort().values))
+        found = model.encoder.fit(_sample_frames(store, train_rows, 4096, "moments", cfg.seed))
         log.info("object moments: background %s, ink directions %s", *found.values())
     else:
         if cfg.encoder_init:
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
         if frozen and cfg.latent == "compact":
-            fit_rows = train_rows[
-                torch.randperm(len(train_rows), generator=seeding.generator("pca", cfg.seed))[:2048]
-            ]
-            explained = model.encoder.fit_pca(_gather(store, "pixels", fit_rows.sort().values))
+            frames = _sample_frames(store, train_rows, 2048, "pca", cfg.seed)
+            explained = model.encoder.fit_pca(frames)
             log.info(
                 "PCA of frozen encoder tokens: %d components explain %.1f%% of the variance",
                 cfg.latent_dim,
