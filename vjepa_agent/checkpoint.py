@@ -1,22 +1,32 @@
 """Resumable training state (Accelerate step folders) and exported weights (safetensors + JSON).
 
-Training state: `out/checkpoints/step_00000100/`, written as `.tmp_step_00000100` and renamed
-when complete, so a folder with the final name is always whole. Exported weights: safetensors
-plus `config.json`, loadable without pickle.
+Training state: `out/checkpoints/step_00000100/`, written as `.tmp_step_00000100`, checked and
+renamed when complete, so a folder with the final name is always whole and finite. Resume falls
+back past damaged folders to the newest one that loads. Exported weights: safetensors plus
+`config.json`, loadable without pickle.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate.utils import broadcast_object_list
+from accelerate.utils import load as accelerate_load
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vjepa_agent.errors import UserError, require
+
+log = logging.getLogger("vjepa_agent.checkpoint")
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -24,15 +34,24 @@ STATE_FILE = "trainer_state.json"
 
 def checkpoint_dirs(out: str | Path) -> list[Path]:
     """Complete checkpoint folders of a run, oldest first."""
+    return [p for p in step_dirs(out) if (p / STATE_FILE).is_file()]
+
+
+def step_dirs(out: str | Path) -> list[Path]:
+    """Every `step_XXXXXXXX` folder of a run, complete or not, oldest first."""
     root = Path(out) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
 def resolve_resume(resume: str | None, out: str | Path) -> Path | None:
-    """'auto' -> newest complete checkpoint under out (None if there is none); a path -> that folder."""
+    """'auto' -> newest complete checkpoint under out (None if there is none); a path -> that folder.
+
+    For 'auto' this is only the first candidate: `load_latest_training_state` falls back to
+    older checkpoints when it does not load.
+    """
     if resume is None:
         return None
     if resume == "auto":
@@ -49,40 +68,157 @@ def resolve_resume(resume: str | None, out: str | Path) -> Path | None:
     return path
 
 
+def check_checkpoint(path: Path) -> str | None:
+    """Why the step folder `path` cannot be resumed from (None = it looks whole and finite).
+
+    Reads trainer_state.json and every tensor of the `model*.safetensors` files (one at a time),
+    so a truncated file or a non-finite weight is caught before Accelerate loads anything.
+    Sharded formats (FSDP) have no such files and are checked by loading only.
+    """
+    if not (path / STATE_FILE).is_file():
+        return f"incomplete (no {STATE_FILE})"
+    try:
+        json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError) as e:
+        return f"{STATE_FILE} does not parse ({type(e).__name__})"
+    for file in sorted(path.glob("model*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    if not torch.isfinite(f.get_tensor(key)).all():
+                        return f"{file.name} holds non-finite weights ('{key}')"
+        except Exception as e:  # truncated or garbled: safetensors' own error types vary
+            return f"{file.name} does not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return None
+
+
 def save_training_state(
     accelerator, out: str | Path, step: int, state: dict[str, Any], keep: int
 ) -> Path:
-    """Write the full training state for `step` atomically (tmp folder + rename); keep the newest `keep`."""
+    """Write the full training state for `step`; keep the newest `keep` checkpoints.
+
+    Written into `.tmp_step_XXXXXXXX`, read back and checked (`check_checkpoint`), then renamed:
+    a folder with the final name is always whole and finite. Non-finite weights are never
+    promoted (UserError, the earlier checkpoints untouched), and older checkpoints are deleted
+    only after the new one is in place.
+    """
     root = Path(out) / "checkpoints"
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp_step_*"):  # left by a write that was killed
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
+    problem = None
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        _fault_point("checkpoint-written", step)
+        problem = check_checkpoint(tmp)
+        if problem is None:
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.num_processes > 1:
+        problem = broadcast_object_list([problem])[0]  # every rank stops, or none
     accelerator.wait_for_everyone()
+    if problem is not None:
+        kept = checkpoint_dirs(out)
+        newest = f"'{kept[-1]}'" if kept else "none"
+        raise UserError(
+            f"the checkpoint for step {step} was not written: {problem}; "
+            f"the newest good one is {newest}; "
+            "lower the learning rate and resume with --resume auto"
+        )
     return final
 
 
 def load_training_state(accelerator, path: Path) -> dict[str, Any]:
-    """Restore model/optimizer/RNG state from a step folder; returns its trainer_state.json."""
+    """Restore model/optimizer/RNG state from a step folder; returns its trainer_state.json.
+
+    A damaged folder is a UserError. A random-state file that does not load is only a warning
+    (see `_restore`).
+    """
+    state = _restore(accelerator, path)
+    if isinstance(state, str):
+        raise UserError(f"checkpoint '{path}' {state}; pass an earlier step folder")
+    return state
+
+
+def load_latest_training_state(accelerator, out: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """`--resume auto`: restore the newest checkpoint under out that loads -> (folder, trainer state).
+
+    Damaged or incomplete step folders are skipped with a warning naming them; leftover
+    `.tmp_step_*` folders (a write that was killed) are removed. None when there is no checkpoint
+    at all; a one-line UserError when there are some and none loads.
+    """
+    root = Path(out) / "checkpoints"
+    if accelerator.is_main_process and root.is_dir():
+        for stale in sorted(root.glob(".tmp_step_*")):
+            log.warning("removing '%s', left by a checkpoint write that did not finish", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    failed = []
+    for path in reversed(step_dirs(out)):
+        state = _restore(accelerator, path)
+        if not isinstance(state, str):
+            return path, state
+        if accelerator.is_main_process:
+            log.warning("skipping checkpoint '%s': it %s", path, state)
+        failed.append(path.name)
+    if failed:
+        raise UserError(
+            f"no checkpoint in '{root}' loads ({', '.join(failed)}: damaged or incomplete, see the "
+            "warnings above); pass --resume with a step folder that loads, or start anew with another --out"
+        )
+    return None
+
+
+def _restore(accelerator, path: Path) -> dict[str, Any] | str:
+    """Load a step folder into the prepared objects -> its trainer state, or why it failed.
+
+    A random-state file that does not load is a warning, not a failure: no random draw in
+    training uses the global generators it restores (data order, augmentation and masks come
+    from generators seeded by (seed, step, rank) or (seed, epoch, index)), so the run stays
+    bit-exact without it.
+    """
+    problem = check_checkpoint(path)
+    if problem is not None:
+        return f"is damaged: {problem}"
     try:
         accelerator.load_state(str(path))
     except Exception as e:  # a failed load must never silently restart from zero
-        raise UserError(
-            f"checkpoint '{path}' could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        return (
+            f"could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "it was written by a different model configuration or is damaged"
-        ) from e
+        )
+    rng_file = path / f"random_states_{accelerator.process_index}.pkl"
+    try:
+        accelerate_load(
+            rng_file
+        )  # what Accelerate just tried (weights_only=True); it fails silently
+    except Exception as e:
+        log.warning(
+            "random-state file '%s' does not load (%s); ignored: the run stays bit-exact, since "
+            "every random draw in training is a function of (seed, step, rank) or (seed, epoch, index)",
+            rng_file,
+            type(e).__name__,
+        )
     return json.loads((path / STATE_FILE).read_text())
+
+
+def _fault_point(name: str, step: int) -> None:
+    """Test hook: SIGKILL this process at a named point of step `step`'s checkpoint write.
+
+    Set VJEPA_AGENT_TEST_KILL_AT=NAME:STEP (tests/test_faults.py); unset, this does nothing.
+    """
+    if os.environ.get("VJEPA_AGENT_TEST_KILL_AT") == f"{name}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------- exported weights

@@ -172,6 +172,8 @@ class PretrainConfig:
     """Micro-batches accumulated per optimizer step."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """'auto' = bf16 on GPU, fp32 on CPU; otherwise passed to Accelerate."""
+    max_bad_steps: int = 20
+    """Stop (exit code 2) after this many steps in a row with a non-finite loss or grad norm; each is skipped."""
 
     # ---- logging and checkpoints ----
     log_every: int = 10
@@ -193,6 +195,7 @@ class PretrainConfig:
         require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        require(self.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
         require(
             self.frames_per_clip % enc.tubelet_size == 0,
             f"frames_per_clip={self.frames_per_clip} is not divisible by tubelet_size={enc.tubelet_size}",

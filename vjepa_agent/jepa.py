@@ -25,16 +25,23 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, p: float = 1.0) -> torch
 
 
 @torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+def ema_update_(
+    teacher: nn.Module, student: nn.Module, momentum: float, skip: torch.Tensor | None = None
+) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter (in place).
 
     Call on unwrapped modules (not DDP/FSDP wrappers). momentum 1 freezes the teacher;
-    momentum 0 copies the student.
+    momentum 0 copies the student. `skip`: a 0-d device tensor, 1 = leave the teacher unchanged
+    (a skipped training step), applied on the device without a host sync.
     """
     t_params = list(teacher.parameters())
-    s_params = list(student.parameters())
+    s_params = [s.detach() for s in student.parameters()]
     assert len(t_params) == len(s_params), "teacher and student must have the same parameters"
-    torch._foreach_lerp_(t_params, [s.detach() for s in s_params], 1.0 - momentum)
+    if skip is None:
+        torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+    else:  # a tensor weight: the Scalar overload would read it on the host
+        weight = torch.full((), 1.0 - momentum, device=skip.device) * (1 - skip)
+        torch._foreach_lerp_(t_params, s_params, [weight] * len(t_params))
 
 
 class JEPA(nn.Module):
@@ -69,5 +76,5 @@ class JEPA(nn.Module):
         return {"loss": loss, "embeddings": teacher_tokens.detach()}
 
     @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        ema_update_(self.teacher, self.student, momentum)
+    def update_teacher(self, momentum: float, skip: torch.Tensor | None = None) -> None:
+        ema_update_(self.teacher, self.student, momentum, skip)

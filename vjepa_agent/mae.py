@@ -60,5 +60,5 @@ class MAE(nn.Module):
             embeddings = context.detach() if embeddings is None else embeddings
         return {"loss": torch.stack(losses).mean(), "embeddings": embeddings}
 
-    def update_teacher(self, momentum: float) -> None:
+    def update_teacher(self, momentum: float, skip: torch.Tensor | None = None) -> None:
         """No teacher in MAE."""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import statistics
 import time
@@ -88,7 +89,10 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
         {"params": decay, "weight_decay": cfg.weight_decay, "apply_wd": True},
         {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.start_lr, betas=cfg.betas)
+    # fused: the kernel takes an on-device `found_inf` flag and skips the whole update when it is
+    # set (weights, moments and step count), which is how train_step skips non-finite steps
+    # without a host sync
+    return torch.optim.AdamW(groups, lr=cfg.start_lr, betas=cfg.betas, fused=True)
 
 
 def resolve_precision(choice: str) -> str:
@@ -126,11 +130,14 @@ def train_step(
     cfg: PretrainConfig,
     step: int,
     momentum: float,
+    poison_grads: bool = False,
 ) -> dict[str, Any]:
     """One optimizer step over micro-batches of video (B, C, T, H, W), then the EMA update.
 
-    Loss and grad norm come back as device tensors: reading them forces a host sync, which the
-    loop does only at log steps.
+    A non-finite loss or grad norm (on any rank) skips the update, optimizer and EMA alike,
+    by masking on the device: `bad` comes back as a 0-d tensor (1. = skipped). Loss, grad norm
+    and `bad` are device tensors: reading them forces a host sync, which the loop does only at
+    log and checkpoint steps. `poison_grads` overwrites the gradients with NaN (a test hook).
     """
     core = accelerator.unwrap_model(model)
     loss, dropped = torch.zeros((), device=accelerator.device), 0
@@ -148,18 +155,29 @@ def train_step(
             result = model(video, masks)
             accelerator.backward(result["loss"] / len(micro_batches))
         loss += result["loss"].detach() / len(micro_batches)
-    # 3. clip and step
+    if poison_grads:
+        for p in params:
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+    # 3. clip; a non-finite loss or grad norm on any rank marks the step bad on every rank
     if cfg.grad_clip is not None:
         grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+    if accelerator.num_processes > 1:  # the loss is per rank; the grad norm is already shared
+        bad = accelerator.reduce(bad, "sum").clamp(max=1.0)
+    # 4. step, skipped on the device when bad (fused AdamW; under fp16 the GradScaler sets
+    # found_inf itself from the gradients)
+    getattr(optimizer, "optimizer", optimizer).found_inf = bad
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    # 4. EMA update of the teacher on the unwrapped module
-    core.update_teacher(momentum)
+    # 5. EMA update of the teacher on the unwrapped module; none when bad
+    core.update_teacher(momentum, skip=bad)
     return {
         "loss": loss,
         "grad_norm": grad_norm,
+        "bad": bad,
         "dropped": dropped,
         "embeddings": result["embeddings"],
     }
@@ -201,14 +219,20 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     core = accelerator.unwrap_model(model)
     params = [p for m in core.trainable_modules() for p in m.parameters() if p.requires_grad]
 
-    # 2. resume: weights, optimizer and step; the data stream and schedules follow the step
-    start_step, skipped = 0, set()
-    if resume_from is not None:
+    # 2. resume: weights, optimizer and step; the data stream and schedules follow the step.
+    # 'auto' falls back past damaged checkpoints to the newest one that loads.
+    state = {"step": 0}
+    if cfg.resume == "auto":
+        loaded = ckpt.load_latest_training_state(accelerator, out)
+        if loaded is None:
+            accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
+        else:
+            resume_from, state = loaded
+    elif resume_from is not None:
         state = ckpt.load_training_state(accelerator, resume_from)
-        start_step, skipped = state["step"], set(state.get("skipped_files", []))
+    start_step, skipped = state["step"], set(state.get("skipped_files", []))
+    if start_step > 0:
         accelerator.print(f"resumed from {resume_from} at step {start_step}")
-    elif cfg.resume == "auto":
-        accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
     if accelerator.is_main_process:
         truncate_metrics(out / "metrics.jsonl", start_step)
 
@@ -225,11 +249,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     )
     batches = iter(loader)
     sigterm = SigtermFlag()
+    poison_step = int(os.environ.get("VJEPA_AGENT_TEST_NAN_GRAD_STEP", "0"))  # test hook
+
+    # counters of skipped (non-finite) steps live on the device: read at log / checkpoint steps
+    device = accelerator.device
+    skipped_steps = torch.tensor(float(state.get("skipped_steps", 0)), device=device)
+    bad_run = torch.tensor(float(state.get("bad_steps_in_a_row", 0)), device=device)
+    bad_since = torch.tensor(float(state.get("bad_since_step", 0)), device=device)
 
     clips_per_step = cfg.batch_size * cfg.grad_accum * world
-    window_losses, window_rates = [], []  # losses since the last log step; clips/s per log window
+    # window_losses: device losses since the last log step or checkpoint; window_earlier: the
+    # window's losses before that checkpoint, as floats (mean over ranks), also saved with it,
+    # so a resumed run reports the same window averages as an uninterrupted one
+    window_losses, window_earlier = [], list(state.get("window_losses", []))
+    window_rates, window_steps = [], 0  # clips/s per log window
     monitors = {"teacher_std": float("nan"), "effective_rank": float("nan")}
-    final_loss, stopped_by_signal, last_saved = float("nan"), False, -1
+    final_loss, final_loss_window = float("nan"), float("nan")
+    stopped_by_signal, last_saved = False, -1
     bar = tqdm(
         total=cfg.max_steps,
         initial=start_step,
@@ -268,11 +304,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             skipped.update(batch["skipped"])
             micro_batches.append(batch["video"])
         result = train_step(
-            accelerator, model, optimizer, params, micro_batches, cfg, step, momentum
+            accelerator,
+            model,
+            optimizer,
+            params,
+            micro_batches,
+            cfg,
+            step,
+            momentum,
+            poison_grads=step + 1 == poison_step,
         )
         window_losses.append(result["loss"])
+        window_steps += 1
         step += 1
         bar.update(1)
+        skipped_steps += result["bad"]
+        bad_run = (bad_run + 1) * result["bad"]
+        bad_since = torch.where(bad_run == 1, float(step), bad_since)
 
         # 3. collapse monitors and logging (the only places that read device values)
         logs = {}
@@ -293,20 +341,30 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     monitors["effective_rank"],
                 )
         log_step = step % cfg.log_every == 0 or step == cfg.max_steps
-        if log_step:
-            losses = torch.stack(window_losses)
-            step_loss = float(losses[-1])
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(
-                    f"loss is {step_loss} at step {step}; lower --lr or check the data"
+        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        in_bad_run = False
+        if log_step or periodic or step % cfg.max_bad_steps == 0:
+            run_length = int(bad_run)  # a host sync
+            in_bad_run = run_length > 0
+            if run_length >= cfg.max_bad_steps:
+                bar.close()  # so the error is the last line on stderr
+                raise UserError(
+                    f"training diverged: the loss or gradient norm was non-finite at every step "
+                    f"from step {int(bad_since)} to step {step} ({run_length} in a row, "
+                    f"--max-bad-steps {cfg.max_bad_steps}); lower --lr (now {cfg.lr:g}) and "
+                    "resume with --resume auto"
                 )
-            final_loss = float(accelerator.reduce(losses, "mean").mean())
+        if log_step:
+            losses = window_earlier + window_means(accelerator, window_losses)
+            final_loss = losses[-1]
+            finite = [x for x in losses if math.isfinite(x)]
+            final_loss_window = sum(finite) / len(finite) if finite else float("nan")
             elapsed = time.perf_counter() - window_start
-            window_rates.append(clips_per_step * len(window_losses) / elapsed)
+            window_rates.append(clips_per_step * window_steps / elapsed)
             logs.update(
                 {
-                    "loss": step_loss,
-                    "loss_avg": final_loss,
+                    "loss": final_loss,
+                    "loss_avg": final_loss_window,
                     "lr": lr,
                     "weight_decay": wd,
                     "ema_momentum": momentum,
@@ -315,14 +373,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     "data_wait_fraction": data_wait / elapsed,
                     "dropped_tokens": result["dropped"],
                     "skipped_files": len(skipped),
+                    "skipped_steps": int(skipped_steps),
                 }
             )
             accelerator.log(logs, step=step)
             if accelerator.is_main_process:
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, **logs}) + "\n")
-            bar.set_postfix(loss=f"{step_loss:.4f}", clips_s=f"{window_rates[-1]:.1f}")
-            window_losses, window_start, data_wait = [], time.perf_counter(), 0.0
+            bar.set_postfix(loss=f"{final_loss:.4f}", clips_s=f"{window_rates[-1]:.1f}")
+            window_losses, window_earlier, window_steps = [], [], 0
+            window_start, data_wait = time.perf_counter(), 0.0
 
         # 4. checkpoint: every N steps, at the end, or on SIGTERM (ranks agree at log steps)
         stop = sigterm.raised
@@ -330,10 +390,26 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             stop = log_step and bool(
                 accelerator.reduce(torch.tensor(float(stop), device=accelerator.device), "sum") > 0
             )
-        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-        if periodic or stop or step == cfg.max_steps:
+        if periodic and in_bad_run and not (stop or step == cfg.max_steps):
+            # the weights are finite (bad steps are skipped), but a run that may be diverging
+            # must not rotate away the checkpoint from before the trouble
+            if accelerator.is_main_process:
+                log.warning("no checkpoint at step %d: the step was skipped as non-finite", step)
+        elif periodic or stop or step == cfg.max_steps:
+            window_earlier += window_means(accelerator, window_losses)
+            window_losses = []
+            counters = {
+                "skipped_steps": int(skipped_steps),
+                "bad_steps_in_a_row": int(bad_run),
+                "bad_since_step": int(bad_since),
+                "window_losses": window_earlier,
+            }
             ckpt.save_training_state(
-                accelerator, out, step, {"skipped_files": sorted(skipped)}, cfg.keep_checkpoints
+                accelerator,
+                out,
+                step,
+                {"skipped_files": sorted(skipped), **counters},
+                cfg.keep_checkpoints,
             )
             last_saved = step
         if stop:
@@ -356,7 +432,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     rates = window_rates[1:] if len(window_rates) > 2 else window_rates  # first window warms up
     summary = {
         "steps": step,
-        "final_loss": final_loss,
+        "final_loss": final_loss,  # the last step's loss (mean over ranks)
+        "final_loss_window": final_loss_window,  # mean finite loss over the last log window
+        "skipped_steps": int(skipped_steps),
         "clips_per_s": statistics.median(rates) if rates else float("nan"),
         "teacher_std": monitors["teacher_std"],
         "effective_rank": monitors["effective_rank"],
@@ -379,6 +457,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         print(out / "summary.json")
     return summary
+
+
+def window_means(accelerator: Accelerator, losses: list[torch.Tensor]) -> list[float]:
+    """Per-step losses (device scalars) -> floats, each the mean over ranks (a host sync)."""
+    if not losses:
+        return []
+    return accelerator.reduce(torch.stack(losses), "mean").tolist()
 
 
 def truncate_metrics(path: Path, step: int) -> None:
