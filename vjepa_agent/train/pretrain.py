@@ -342,17 +342,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 )
         log_step = step % cfg.log_every == 0 or step == cfg.max_steps
         periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-        in_bad_run = False
         if log_step or periodic or step % cfg.max_bad_steps == 0:
             run_length = int(bad_run)  # a host sync
-            in_bad_run = run_length > 0
             if run_length >= cfg.max_bad_steps:
                 bar.close()  # so the error is the last line on stderr
+                newest = f"step {last_saved}" if last_saved > 0 else "none"
                 raise UserError(
                     f"training diverged: the loss or gradient norm was non-finite at every step "
                     f"from step {int(bad_since)} to step {step} ({run_length} in a row, "
                     f"--max-bad-steps {cfg.max_bad_steps}); lower --lr (now {cfg.lr:g}) and "
-                    "resume with --resume auto"
+                    f"resume with --resume auto (newest checkpoint: {newest}) or start anew"
                 )
         if log_step:
             losses = window_earlier + window_means(accelerator, window_losses)
@@ -390,12 +389,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             stop = log_step and bool(
                 accelerator.reduce(torch.tensor(float(stop), device=accelerator.device), "sum") > 0
             )
-        if periodic and in_bad_run and not (stop or step == cfg.max_steps):
-            # the weights are finite (bad steps are skipped), but a run that may be diverging
-            # must not rotate away the checkpoint from before the trouble
-            if accelerator.is_main_process:
-                log.warning("no checkpoint at step %d: the step was skipped as non-finite", step)
-        elif periodic or stop or step == cfg.max_steps:
+        if periodic or stop or step == cfg.max_steps:
             window_earlier += window_means(accelerator, window_losses)
             window_losses = []
             counters = {
