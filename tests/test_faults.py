@@ -20,14 +20,14 @@ from vjepa_agent.metrics import effective_rank, embedding_std
 # checkpoints at 4, 8, 12 and log lines at 3, 6, 9, 12: the step-4 and step-8 checkpoints fall
 # inside a log window, so resuming from them must restore the window's earlier losses
 COMMON = ["--max-steps", "12", "--checkpoint-every", "4", "--log-every", "3"]
-POISON = {"VJEPA_AGENT_TEST_NAN_GRAD_STEP": "6"}  # NaN gradients at step 6
+POISON = {"VJEPA_AGENT_TEST_NAN_GRAD_STEP": "3"}  # NaN gradients at step 3, before a checkpoint
 # fields of summary.json that measure time or say how the run was started
 NOT_DETERMINISTIC = {"clips_per_s", "train_seconds", "resumed_from_step"}
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """An uninterrupted 12-step run with NaN gradients at step 6 and every checkpoint kept."""
+    """An uninterrupted 12-step run with NaN gradients at step 3 and every checkpoint kept."""
     out = tmp_path_factory.mktemp("faults") / "full"
     run(["--out", str(out), *COMMON, "--keep-checkpoints", "5"], env=POISON)
     return out
@@ -137,17 +137,18 @@ def test_diverging_run_exits_2_and_keeps_its_finite_checkpoint(tmp_path):
 
 
 def test_nan_gradients_on_one_step_are_skipped_and_counted(full_run, tmp_path):
-    # the 12-step run went on past the bad step 6 and counted it
+    # the 12-step run went on past the bad step 3 and counted it
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["skipped_steps"] == 1
     assert math.isfinite(summary["final_loss"])
     logged = {m["step"]: m for m in read_metrics(full_run)}
-    assert math.isnan(logged[6]["grad_norm"]) and math.isfinite(logged[9]["grad_norm"])
-    assert [logged[s]["skipped_steps"] for s in (3, 6, 9, 12)] == [0, 1, 1, 1]
+    assert math.isnan(logged[3]["grad_norm"]) and math.isfinite(logged[6]["grad_norm"])
+    assert [logged[s]["skipped_steps"] for s in (3, 6, 9, 12)] == [1, 1, 1, 1]
     # a skipped step changes nothing: weights, teacher and optimizer state after step 6 are
     # those after step 5
     out = tmp_path / "run"
-    run(["--out", str(out), "--max-steps", "6", "--checkpoint-every", "1"], env=POISON)
+    poison_6 = {"VJEPA_AGENT_TEST_NAN_GRAD_STEP": "6"}
+    run(["--out", str(out), "--max-steps", "6", "--checkpoint-every", "1"], env=poison_6)
     step5, step6 = out / "checkpoints" / "step_00000005", out / "checkpoints" / "step_00000006"
     assert_same_weights(weights(step5), weights(step6))
     opt5, opt6 = (torch.load(p / "optimizer.bin", weights_only=True) for p in (step5, step6))
@@ -164,8 +165,12 @@ def test_kill_during_checkpoint_write_then_resume_is_bit_exact(full_run, tmp_pat
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL after writing, before the rename
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == [".tmp_step_00000008", "step_00000004"]  # the old one is still there
+    stale = out / "checkpoints" / ".tmp_step_00000010"  # as left by an earlier kill
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
     proc = run([*args, "--resume", "auto"], env=POISON)
-    assert "removing" in proc.stderr and ".tmp_step_00000008" in proc.stderr
+    for name in (".tmp_step_00000008", ".tmp_step_00000010"):
+        assert f"removing '{out / 'checkpoints' / name}'" in proc.stderr
     assert f"resumed from {out / 'checkpoints' / 'step_00000004'} at step 4" in proc.stdout
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000012"]
     # bit-exact: weights and optimizer state, the exported teacher, every logged number
