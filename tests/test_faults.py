@@ -117,6 +117,54 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path):
         AcceleratorState._reset_state(True)  # later tests build their own Accelerator
 
 
+def test_train_step_reads_no_device_value_even_when_it_skips(monkeypatch):
+    """Skipping is masked on the device: no Python-level item()/bool()/float() on a tensor in
+    train_step (reads inside C++ kernels are not seen), apart from the mask bookkeeping, which
+    runs on host tensors before they move to the device."""
+    import traceback
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from vjepa_agent.config import EncoderConfig, PredictorConfig, PretrainConfig
+    from vjepa_agent.train.pretrain import build_model, build_optimizer, train_step
+
+    cfg = PretrainConfig(
+        encoder=EncoderConfig(dim=32, depth=2, heads=2, patch_size=8),
+        predictor=PredictorConfig(dim=16, depth=1, heads=2),
+        frames_per_clip=4,
+        crop_size=32,
+    )
+    try:
+        accelerator = Accelerator(cpu=True)
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg))
+        core = accelerator.unwrap_model(model)
+        params = [p for m in core.trainable_modules() for p in m.parameters() if p.requires_grad]
+        video = [torch.rand(4, 3, 4, 32, 32)]
+        train_step(accelerator, model, optimizer, params, video, cfg, 0, 0.99)  # optimizer state
+        reads = []
+        for name in ("item", "__bool__", "__float__", "__int__", "__index__", "tolist"):
+            original = getattr(torch.Tensor, name)
+
+            def spy(self, *args, _original=original, **kwargs):
+                caller = traceback.extract_stack()[-2].filename
+                if not caller.endswith("masking.py"):
+                    reads.append(caller)
+                return _original(self, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, spy)
+        teacher = [p.clone() for p in core.teacher.parameters()]
+        out = train_step(accelerator, model, optimizer, params, video, cfg, 1, 0.99, True)
+        monkeypatch.undo()
+        assert reads == []
+        assert float(out["bad"]) == 1.0
+        assert all(torch.equal(a, b) for a, b in zip(teacher, core.teacher.parameters()))
+    finally:
+        AcceleratorState._reset_state(True)
+
+
 # ---------------------------------------------------------------------------- real runs
 
 
