@@ -5,6 +5,8 @@
     accelerate launch scripts/pretrain_video.py --out runs/l16 --resume auto
 
 Every PretrainConfig field is a flag (`--help`); `--config FILE.yaml` supplies defaults.
+Bad input, and a run that diverges (`--max-bad-steps` non-finite steps in a row), stop with a
+one-line error and exit code 2.
 """
 
 import os

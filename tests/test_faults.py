@@ -266,6 +266,10 @@ def test_tampered_pickles_are_never_executed(full_run, tmp_path):
     probe = tmp_path / "payload-works"
     pickle.loads(pickle.dumps(Payload(probe)))  # unpickled without protection, it writes
     assert probe.exists()
+    # the pickles of a checkpoint are optimizer.bin and random_states_0.pkl: both are tampered
+    ckpt = full_run / "checkpoints" / "step_00000008"
+    pickled = {"optimizer.bin", "random_states_0.pkl"}
+    assert {p.name for p in ckpt.iterdir()} == pickled | {"model.safetensors", "trainer_state.json"}
     # a tampered random state: ignored with a warning, and the run stays bit-exact
     marker = tmp_path / "executed-rng"
     out = tmp_path / "rng"
