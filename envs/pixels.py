@@ -35,6 +35,7 @@ def _cartpole_crop(scale: int) -> Crop:
 DEFAULT_CROPS: dict[str, Callable[[int], Crop]] = {
     "CartPole-v0": _cartpole_crop,
     "CartPole-v1": _cartpole_crop,
+    "vjepa_agent/NoisyCartPole-v0": _cartpole_crop,
 }
 
 # Default render scales (none yet). An env whose renderer draws with integer pixel coordinates and

@@ -21,6 +21,7 @@ StartRanges = dict[int, tuple[float, float]]
 DEFAULT_START_RANGES: dict[str, StartRanges] = {
     "CartPole-v0": {0: (-1.5, 1.5)},
     "CartPole-v1": {0: (-1.5, 1.5)},
+    "vjepa_agent/NoisyCartPole-v0": {0: (-1.5, 1.5)},
 }
 
 
