@@ -146,6 +146,10 @@ class PretrainConfig:
     """Mask configurations; the loss averages over them."""
     loss_exp: float = 1.0
     """p in mean |pred - LN(teacher)|^p / p (1 = L1)."""
+    regularizer: Literal["none", "vicreg", "sigreg"] = "none"
+    """Anti-collapse term on the student's context embeddings (JEPA only): VICReg variance + covariance, or SIGReg (LeJEPA)."""
+    reg_weight: float = 0.1
+    """Weight of the regularizer in the loss (ignored when regularizer is 'none')."""
 
     # ---- optimisation ----
     lr: float = 6.25e-4
@@ -231,6 +235,7 @@ class PretrainConfig:
         for m in self.ema:
             require(0 <= m <= 1, f"ema momentum must be in [0, 1], got {self.ema}")
         require(self.loss_exp > 0, f"loss_exp must be > 0, got {self.loss_exp}")
+        require(self.reg_weight >= 0, f"reg_weight must be >= 0, got {self.reg_weight}")
         if self.data is not None:
             require(
                 Path(self.data).exists(),
@@ -332,23 +337,49 @@ class WorldModelConfig:
     """Output folder: weights (safetensors), config.json, summary.json, logs."""
     seed: int = 0
     """Seed for initialisation, batches and the held-out split."""
-    pixel_encoder: Literal["vit", "moments"] = "vit"
-    """Pixels. vit: the video ViT below (frozen + PCA, or learned: encoder_mode). moments: a fixed
-    object-moment encoder (models/moments.py: colour masks fitted on the data, each mask's mass,
-    centroid and second moments in the last frame and their frame-to-frame changes),
-    translation-equivariant, so the latent holds an
-    object wherever it is on screen; the predictor and heads learn on it as on a state vector."""
+    pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] = "vit"
+    """Pixels: the latent kind. vit: the video ViT below, frozen (random or `encoder_init`), its
+    tokens' PCA as the latent, computed once. moments: a fixed object-moment encoder
+    (models/moments.py), translation-equivariant, a hand-engineered baseline for scenes of a few
+    flat-coloured objects. jepa: the video ViT learned with the predictor and heads, the JEPA way:
+    the predictor's imagined latents are matched to a target encoder's latents of the observations
+    that followed (`target_encoder`), nothing is reconstructed, and the anti-collapse terms below
+    keep the latent informative. reconstruction: the same ViT, predictor and heads, with the
+    encoder taught by a pixel decoder (reconstruct the current frame stack) instead of the
+    anti-collapse terms: the baseline that JEPA argues against."""
     encoder: EncoderConfig = field(default_factory=default_wm_encoder)
-    """Pixel ViT (ignored for state observations, whose latent is the normalised state, and for
-    pixel_encoder moments)."""
+    """Pixel ViT (vit, jepa, reconstruction; its in_channels follow the frames)."""
     encoder_init: str | None = None
-    """Optional pretrained encoder (an export or pretraining run folder) to start from, e.g. from
-    `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
+    """Optional pretrained encoder (an export or pretraining run folder) to start the ViT from, e.g.
+    from `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
     encoder_mode: Literal["frozen", "ema"] = "frozen"
-    """Pixels. frozen (V-JEPA 2-AC): the encoder stays fixed, the compact latent is a PCA of its
-    tokens fitted on the data, latents are computed once and only the predictor and heads train
-    (fast, cannot collapse). ema: encoder, projection and predictor learn together against an EMA
-    teacher."""
+    """pixel_encoder vit. frozen (V-JEPA 2-AC): the encoder stays fixed, the compact latent is a
+    PCA of its tokens fitted on the data, latents are computed once and only the predictor and
+    heads train. ema: encoder, projection and predictor learn together against an EMA teacher
+    (superseded by pixel_encoder jepa)."""
+    target_encoder: Literal["ema", "stopgrad"] = "stopgrad"
+    """jepa: the encoder whose latents of the next observations are the predictor's targets.
+    stopgrad: the encoder itself under stop-gradient (TD-MPC2); ema: an EMA copy of it (momentum
+    `ema`; V-JEPA). Planning encodes with the student and rolls the predictor out on its own
+    outputs, so an EMA target teaches the predictor to map student latents to teacher latents
+    that planning never sees (tiny CartPole run, 150 steps: held-out 1-step error 6.0x copy-last
+    with ema 0.99, 1.2x with stopgrad)."""
+    pooling: Literal["meanmax", "flatten"] = "meanmax"
+    """jepa / reconstruction: how the ViT's tokens become the latent (through one linear map).
+    meanmax: the mean and the max over tokens, which read an object's shape wherever it is on
+    screen (the sin-cos positions in the tokens still carry where); flatten: every token in order,
+    position-specific weights."""
+    latent_norm: Literal["layernorm", "simnorm", "none"] = "layernorm"
+    """jepa / reconstruction: normalisation of the learned latent. layernorm (no affine);
+    simnorm: softmax over groups of 8 (TD-MPC2); none."""
+    head_gradients: bool = True
+    """jepa / reconstruction: the termination, reward and failure losses reach the encoder (task
+    gradients shape the latent, as reward and value do in TD-MPC2); False detaches their inputs."""
+    encoder_lr_scale: float = 0.3
+    """jepa / reconstruction: the encoder's learning rate as a fraction of `lr` (TD-MPC2: 0.3)."""
+    rollout_discount: float = 0.5
+    """jepa / reconstruction: weight rho ** k of the k-th imagined step in the rollout and head
+    losses (TD-MPC2's rho)."""
     latent: Literal["compact", "tokens"] = "compact"
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64
@@ -392,11 +423,28 @@ class WorldModelConfig:
     probability is flat (~0 away from failure)."""
     failure_discount: float = 0.95
     """Discount of the failure head's target, in (0, 1): about 1 / (1 - discount) steps of warning."""
-    inverse_weight: float = 1.0
-    """Pixels: weight of the inverse-dynamics loss (predict a_t from z_t, z_t+1), which makes the
-    latent keep what the action changes (the cart) instead of the static background."""
+    inverse_weight: float = 0.0
+    """Learned pixel latents: weight of an inverse-dynamics loss (predict a_t from z_t and
+    z_t+inverse_gap), which makes the latent keep what the action changes."""
+    inverse_gap: int = 2
+    """jepa: steps between the two latents of the inverse-dynamics loss (CartPole integrates with
+    explicit Euler: a_t moves the cart and pole from t + 2 on, so a gap of 1 is at chance)."""
     variance_weight: float = 1.0
-    """Pixels: weight of the VICReg-style term keeping each latent dimension's batch std >= 1."""
+    """Learned pixel latents: weight of the VICReg variance term, a hinge keeping each latent
+    dimension's std over the batch >= 1."""
+    covariance_weight: float = 0.04
+    """jepa: weight of the VICReg covariance term (squared off-diagonal covariances over the batch,
+    divided by the width), which spreads information over the latent's dimensions."""
+    time_variance_weight: float = 0.0
+    """jepa: weight of a hinge keeping each dimension's std over the steps of a training window
+    >= 0.3 of its std over the batch, or of 1 if that is less (PLDM's variance over time, made
+    scale-free): the latent must
+    change where the scene does, not only across episodes."""
+    sigreg_weight: float = 0.0
+    """jepa: weight of SIGReg (LeJEPA / LeWM; about 0.09 there): an Epps-Pulley test, on random
+    1-D projections, that the batch of latents is a standard Gaussian in every direction."""
+    reconstruction_weight: float = 1.0
+    """reconstruction: weight of the pixel decoder's MSE on the normalised frames."""
     ema: float = 0.99
     """EMA momentum of the target encoder (pixels)."""
     batch_size: int = 32
@@ -433,6 +481,24 @@ class WorldModelConfig:
         )
         require(self.failure_weight >= 0, f"failure_weight must be >= 0, got {self.failure_weight}")
         require(self.pca_dim >= 0, f"pca_dim must be >= 0, got {self.pca_dim}")
+        require(
+            0 < self.rollout_discount <= 1,
+            f"rollout_discount must be in (0, 1], got {self.rollout_discount}",
+        )
+        for name in (
+            "variance_weight",
+            "covariance_weight",
+            "time_variance_weight",
+            "sigreg_weight",
+            "reconstruction_weight",
+        ):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pixel_encoder in ("jepa", "reconstruction"):
+            require(
+                self.latent == "compact" and not self.pca_dim,
+                f"pixel_encoder {self.pixel_encoder} learns one compact latent per frame; drop "
+                "--latent tokens and --pca-dim (they are for the frozen ViT)",
+            )
         if self.pixel_encoder == "moments":
             require(
                 self.latent == "compact" and not self.pca_dim and self.encoder_init is None,
@@ -553,9 +619,10 @@ class PlanConfig(PlannerConfig):
     """Pixels: PCA features of the frozen encoder before a learned projection to the latent
     (0 = the PCA is the latent; None = the env preset, 0 for every env today; see
     WorldModelConfig.pca_dim and the README for what it measured)."""
-    pixel_encoder: Literal["vit", "moments"] | None = None
+    pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] | None = None
     """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
-    moments for CartPole, vit elsewhere)."""
+    moments for CartPole, vit elsewhere). jepa and reconstruction collect frames in the env
+    preset's `learned_frames` format (CartPole: 32 x 128 grey)."""
     exploring_starts: bool | None = None
     """Collection episodes (random and planner rounds) start with some state components drawn
     uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart

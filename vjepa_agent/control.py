@@ -26,33 +26,39 @@ from vjepa_agent.world_model import WorldModel
 
 # Per-env defaults; every entry can be overridden by a flag. `goal_state` is a state whose rendering
 # is the default goal (CartPole: the pole upright over the centre), planned toward with goal_weight.
+_CARTPOLE = dict(
+    goal_state=[0.0, 0.0, 0.0, 0.0],
+    # state mode: weigh cart position and pole angle (rad) only; penalising velocities makes
+    # the planner let the cart drift (measured with the true physics: 500/500 vs ~150 steps)
+    goal_state_weights=[1.0, 0.0, 100.0, 0.0],
+    # pixels: the goal image's latent distance is dominated by the cart (a big block), not the
+    # pole; the termination head's logits rank states by distance to failure instead
+    goal_weight={"pixels": 0.0, "state": 1.0},
+    termination_penalty={"pixels": 0.0, "state": 20.0},
+    termination_logit_weight={"pixels": 1.0, "state": 0.0},
+    reward_weight={"pixels": 0.0, "state": 1.0},
+    # pixels: object moments (translation-equivariant: the pole is read wherever the cart
+    # is) on random-policy data whose episodes start anywhere in +-1.5 m, 10k steps, no
+    # planner rounds, an 8-step rollout loss: 476.4 / 500 / 500 / 478.6 for seeds 0-3
+    # (README: "What planning reaches")
+    pixel_encoder={"pixels": "moments", "state": "vit"},
+    exploring_starts={"pixels": True, "state": False},
+    collect_steps={"pixels": 10000, "state": 5000},
+    rounds={"pixels": 0, "state": 0},
+    round_steps={"pixels": 2500, "state": 0},
+    train_steps={"pixels": 3000, "state": 800},
+    rollout_steps={"pixels": 8, "state": 4},
+    # learned pixel encoders see the band where the cart and pole move at 32 x 128, grey: the
+    # pole is ~2 px wide (1 px at 64 x 64) and its tip moves +-5.6 px over the angles CartPole
+    # allows, for the same number of pixels as 64 x 64
+    learned_frames=dict(size=(32, 128), grayscale=True),
+    # one wide iteration: a decision's time is the predictor's per-step calls (README)
+    samples=128,
+    iterations=1,
+)
 ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(
-        goal_state=[0.0, 0.0, 0.0, 0.0],
-        # state mode: weigh cart position and pole angle (rad) only; penalising velocities makes
-        # the planner let the cart drift (measured with the true physics: 500/500 vs ~150 steps)
-        goal_state_weights=[1.0, 0.0, 100.0, 0.0],
-        # pixels: the goal image's latent distance is dominated by the cart (a big block), not the
-        # pole; the termination head's logits rank states by distance to failure instead
-        goal_weight={"pixels": 0.0, "state": 1.0},
-        termination_penalty={"pixels": 0.0, "state": 20.0},
-        termination_logit_weight={"pixels": 1.0, "state": 0.0},
-        reward_weight={"pixels": 0.0, "state": 1.0},
-        # pixels: object moments (translation-equivariant: the pole is read wherever the cart
-        # is) on random-policy data whose episodes start anywhere in +-1.5 m, 10k steps, no
-        # planner rounds, an 8-step rollout loss: 476.4 / 500 / 500 / 478.6 for seeds 0-3
-        # (README: "What planning reaches")
-        pixel_encoder={"pixels": "moments", "state": "vit"},
-        exploring_starts={"pixels": True, "state": False},
-        collect_steps={"pixels": 10000, "state": 5000},
-        rounds={"pixels": 0, "state": 0},
-        round_steps={"pixels": 2500, "state": 0},
-        train_steps={"pixels": 3000, "state": 800},
-        rollout_steps={"pixels": 8, "state": 4},
-        # one wide iteration: a decision's time is the predictor's per-step calls (README)
-        samples=128,
-        iterations=1,
-    ),
+    "CartPole-v1": _CARTPOLE,
+    envs.NOISY_CARTPOLE_ID: _CARTPOLE,
     "Pendulum-v1": dict(
         collect_steps={"pixels": 20000, "state": 10000}, train_steps={"pixels": 2000, "state": 1500}
     ),
@@ -81,6 +87,7 @@ DEFAULTS = dict(
     pixel_encoder="vit",
     exploring_starts=False,
     rollout_steps=WorldModelConfig.rollout_steps,
+    learned_frames=dict(size=64, grayscale=False),
     samples=64,
     elites=8,
     iterations=3,
@@ -97,6 +104,17 @@ def preset(cfg: PlanConfig, key: str):
         return value
     value = ENV_PRESETS.get(cfg.env, {}).get(key, DEFAULTS.get(key))
     return value[cfg.obs] if isinstance(value, dict) else value
+
+
+LEARNED_ENCODERS = ("jepa", "reconstruction")
+
+
+def frame_format(cfg: PlanConfig) -> dict[str, Any]:
+    """Frame size and colour of the data and env: learned encoders take the env preset's
+    `learned_frames`, the others 64 x 64 RGB (the moments unmix colours)."""
+    if cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS:
+        return dict(preset(cfg, "learned_frames"))
+    return dict(size=64, grayscale=False)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -130,6 +148,12 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     if preset(cfg, "exploring_starts"):
         envs.starts.default_start_ranges(cfg.env)
     require(cfg.pca_dim is None or cfg.pca_dim >= 0, f"pca_dim must be >= 0, got {cfg.pca_dim}")
+    if cfg.obs == "state":
+        require(
+            cfg.pixel_encoder in (None, "vit"),
+            f"--pixel-encoder {cfg.pixel_encoder} encodes pixels, and --obs state has none; drop "
+            "the flag or pass --obs pixels",
+        )
     if cfg.obs == "pixels" and cfg.model is None:
         require(
             preset(cfg, "pixel_encoder") == "vit" or not preset(cfg, "pca_dim"),
@@ -142,6 +166,12 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
         )
         meta = json.loads(meta_path.read_text())
         trained = meta.get("env", {})
+        kind = meta.get("config", {}).get("pixel_encoder", "vit")
+        require(
+            cfg.pixel_encoder is None or cfg.obs == "state" or cfg.pixel_encoder == kind,
+            f"--model '{cfg.model}' has a {kind} pixel encoder, not --pixel-encoder "
+            f"{cfg.pixel_encoder}; drop the flag, or train a {cfg.pixel_encoder} model",
+        )
         require(
             trained.get("env_id") == cfg.env and trained.get("obs") == cfg.obs,
             f"--model '{cfg.model}' was trained on {trained.get('env_id')} ({trained.get('obs')}) but you asked "
@@ -167,6 +197,8 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
             meta["env"].get("render_scale", 1) == getattr(env, "render_scale", 1)
             and meta["env"].get("frame_stack") == preset(cfg, "frame_stack")
             and meta["config"].get("pixel_encoder", "vit") == preset(cfg, "pixel_encoder")
+            and list(np.broadcast_to(meta["env"].get("size"), 2))
+            == list(np.broadcast_to(frame_format(cfg)["size"], 2))
         )
         if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs and same_frames:
             print(f"reusing the world model cached in {cached}")
@@ -183,7 +215,11 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         # data of a run cut during its model-based rounds (no cached model): start it over
         print(f"{data} holds data of an unfinished run; collecting it again")
         shutil.rmtree(data)
-    collect_kwargs = {"frame_stack": preset(cfg, "frame_stack")} if cfg.obs == "pixels" else {}
+    collect_kwargs = (
+        {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
+        if cfg.obs == "pixels"
+        else {}
+    )
     if preset(cfg, "exploring_starts"):
         collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env)
     if not (data / "meta.json").is_file():
@@ -441,7 +477,11 @@ def pixel_options(cfg: PlanConfig) -> dict[str, Any]:
     """`make_env` / `collect_rollouts` pixel options: with --model, the frames exactly as that model
     saw them (models from before render scales: 1), else the env preset."""
     if cfg.model is None:
-        return {"render_scale": "auto", "frame_stack": preset(cfg, "frame_stack")}
+        return {
+            "render_scale": "auto",
+            "frame_stack": preset(cfg, "frame_stack"),
+            **frame_format(cfg),
+        }
     spec = _model_env(cfg.model)
     require(
         cfg.frame_stack is None or cfg.frame_stack == spec.get("frame_stack"),

@@ -75,6 +75,8 @@ class ProbeConfig:
     """Clips per encoder forward while caching features."""
     seed: int = 0
     """Seed for the split, the synthetic videos and the probe's initialisation."""
+    position: bool = True
+    """Also read the main object's position out of the tokens (linear, synthetic videos only)."""
 
     def validate(self) -> None:
         """Fail in one line before any model is built."""
@@ -308,8 +310,13 @@ def fit_and_evaluate(
     weight_decay: float = 0.05,
     batch_size: int = 64,
     seed: int = 0,
+    factor: int | None = None,
 ) -> dict:
-    """Train a fresh probe on cached (tokens, labels) `train`, evaluate it on `val`; metrics + final train loss."""
+    """Train a fresh probe on cached (tokens, labels) `train`, evaluate it on `val`; metrics + final train loss.
+
+    `factor`: labels are `a * factor + b` (the synthetic videos: kind * 4 + direction); also
+    report how often each part alone is right (`factor_top1`: [a, b]).
+    """
     torch.manual_seed(seed)
     probe = build_probe(kind, train[0].shape[-1], num_classes)
     losses = train_probe(
@@ -323,8 +330,65 @@ def fit_and_evaluate(
     )
     metrics = evaluate_probe(probe, *val, num_classes, class_names)
     metrics["train_top1"] = float((predict(probe, train[0]) == train[1]).float().mean())
+    if factor is not None:
+        pred, y = predict(probe, val[0]), val[1]
+        metrics["factor_top1"] = [
+            float((pred // factor == y // factor).float().mean()),
+            float((pred % factor == y % factor).float().mean()),
+        ]
     metrics["final_train_loss"] = losses[-1]
     return metrics
+
+
+# ---------------------------------------------------------------------------- position read-out
+
+
+def object_centres(dataset, tubelet: int) -> torch.Tensor:
+    """The main object's centre per tubelet of every synthetic clip: (M, T', 2) pixel (x, y)."""
+    centres = torch.stack([dataset.object_centre(i) for i in range(len(dataset))])  # (M, T, 2)
+    return rearrange(centres, "m (t p) xy -> m t p xy", p=tubelet).mean(dim=2)
+
+
+def position_decode(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    ridges: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0),
+) -> dict:
+    """Linear (ridge) read-out of the object's position from all of a clip's tokens.
+
+    `train`, `test`: (tokens (M, N, D), centres (M, T', 2)). The tokens are flattened, so each
+    token's position in the grid is known to the read-out even when the encoder has no absolute
+    position (RoPE); the read-out only has to find *which* tokens hold the object. Solved in the
+    dual (M x M) with the ridge (relative to the mean kernel diagonal) picked on the last quarter
+    of `train`, refitted on all of it. Returns R^2 over both coordinates on `test` (1 = exact,
+    0 = no better than the training mean), the RMSE in pixels and the RMSE of the mean guess.
+    """
+    x, y = train[0].flatten(1).double(), train[1].flatten(1).double()  # (M, N*D), (M, 2T')
+    xt, yt = test[0].flatten(1).double(), test[1].flatten(1).double()
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+    x, xt = (x - mu) / sd, (xt - mu) / sd
+    y_mu = y.mean(0)
+
+    def fit_predict(xa, ya, xb, lam):
+        k = xa @ xa.T  # (Ma, Ma)
+        scale = float(k.diagonal().mean())
+        alpha = torch.linalg.solve(k + lam * scale * torch.eye(len(k), dtype=k.dtype), ya - y_mu)
+        return xb @ xa.T @ alpha + y_mu
+
+    cut = (3 * len(x)) // 4
+    errors = [
+        float((fit_predict(x[:cut], y[:cut], x[cut:], lam) - y[cut:]).pow(2).mean())
+        for lam in ridges
+    ]
+    lam = ridges[min(range(len(ridges)), key=errors.__getitem__)]
+    pred = fit_predict(x, y, xt, lam)
+    sse, sst = float((pred - yt).pow(2).sum()), float((yt - y_mu).pow(2).sum())
+    return {
+        "r2": 1 - sse / sst,
+        "rmse_px": math.sqrt(sse / yt.numel()),
+        "mean_guess_rmse_px": math.sqrt(sst / yt.numel()),
+        "ridge": lam,
+    }
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -453,7 +517,13 @@ def run_eval_probe(cfg: ProbeConfig) -> dict:
         weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
+        factor=4 if cfg.data is None else None,  # synthetic labels: kind * 4 + direction
     )
+    if cfg.position and cfg.data is None:
+        tub = enc.tubelet_size
+        metrics["position"] = position_decode(
+            (train[0], object_centres(train_set, tub)), (val[0], object_centres(val_set, tub))
+        )
     summary = {
         **metrics,
         "num_train": len(train[1]),
@@ -468,7 +538,18 @@ def run_eval_probe(cfg: ProbeConfig) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
         f"{cfg.probe} probe ({cfg.which}): top-1 {summary['top1']:.3f} on {summary['num_val']} clips "
-        f"(chance {summary['chance']:.3f})"
+        f"(chance {summary['chance']:.3f}, train {summary['train_top1']:.3f})"
     )
+    if "factor_top1" in summary:
+        kind, direction = summary["factor_top1"]
+        print(
+            f"  shape kind right {kind:.3f} (chance 0.25), direction right {direction:.3f} (0.25)"
+        )
+    if "position" in summary:
+        pos = summary["position"]
+        print(
+            f"object position, linear read-out: R^2 {pos['r2']:.3f}, RMSE {pos['rmse_px']:.2f} px "
+            f"(mean guess {pos['mean_guess_rmse_px']:.2f} px)"
+        )
     print(out / "summary.json")
     return summary

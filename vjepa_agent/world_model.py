@@ -78,8 +78,7 @@ class PixelLatentEncoder(nn.Module):
                 self.proj = nn.Sequential(
                     nn.Linear(pca_dim, 256), nn.GELU(), nn.Linear(256, latent_dim)
                 )
-        mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else [0.5] * c).view(c, 1, 1, 1)
-        std = torch.tensor(IMAGENET_STD[:c] if c == 3 else [0.25] * c).view(c, 1, 1, 1)
+        mean, std = pixel_statistics(c)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
@@ -135,6 +134,97 @@ class PixelLatentEncoder(nn.Module):
         return float((s[:k] ** 2).sum() / (s**2).sum())
 
 
+def simnorm(z: torch.Tensor, group: int = 8) -> torch.Tensor:
+    """Softmax over consecutive groups of `group` dims (TD-MPC2's SimNorm): (..., Z) -> (..., Z)."""
+    return F.softmax(z.unflatten(-1, (-1, group)), dim=-1).flatten(-2)
+
+
+class LearnedPixelEncoder(nn.Module):
+    """uint8 frames (B, C, T, H, W) -> learned latent (B, Z): the video ViT, its tokens pooled
+    (mean and max over tokens, or flattened), one linear map, a normalisation.
+
+    Mean and max pooling read an object's shape wherever it is (CartPole: the pole's angle beside
+    a cart anywhere on the track), and the sin-cos positions the ViT adds to every token keep where
+    it is; flattened tokens need position-specific weights for both (measured on CartPole: see
+    WorldModelConfig.pooling and the README)."""
+
+    def __init__(
+        self,
+        enc: EncoderConfig,
+        frame_shape: tuple[int, ...],
+        latent_dim: int,
+        pooling: str,
+        norm: str,
+    ):
+        super().__init__()
+        c, t, h, w = frame_shape
+        enc = dataclasses.replace(enc.resolved(), in_channels=c)
+        self.vit = VideoEncoder(enc)
+        self.pooling, self.norm = pooling, norm
+        self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
+        width = 2 * enc.dim if pooling == "meanmax" else self.num_tokens * enc.dim
+        self.proj = nn.Linear(width, latent_dim)
+        self.out_dim = latent_dim
+        mean, std = pixel_statistics(c)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> the ViT's float input (per-channel standardised)."""
+        return (frames.float() / 255.0 - self.mean) / self.std
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit(self.normalise(frames))  # (B, N, D)
+        if self.pooling == "meanmax":
+            feats = torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)  # (B, 2D)
+        else:
+            feats = rearrange(tokens, "b n d -> b (n d)")
+        z = self.proj(feats)  # (B, Z)
+        if self.norm == "layernorm":
+            return F.layer_norm(z, z.shape[-1:])
+        return simnorm(z) if self.norm == "simnorm" else z
+
+
+class PixelDecoder(nn.Module):
+    """Latent (B, Z) -> normalised frames (B, C, T, H, W): a linear map to one small vector per
+    tubelet, then each to its tubelet's pixels (the reconstruction baseline's decoder)."""
+
+    def __init__(
+        self, latent_dim: int, frame_shape: tuple[int, ...], enc: EncoderConfig, width: int = 32
+    ):
+        super().__init__()
+        c, t, h, w = frame_shape
+        self.grid = (t // enc.tubelet_size, h // enc.patch_size, w // enc.patch_size)
+        self.patch = (enc.tubelet_size, enc.patch_size, enc.patch_size)
+        n = self.grid[0] * self.grid[1] * self.grid[2]
+        self.to_tokens = nn.Linear(latent_dim, n * width)
+        self.to_pixels = nn.Sequential(
+            nn.GELU(), nn.Linear(width, c * enc.tubelet_size * enc.patch_size**2)
+        )
+        self.width = width
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.to_pixels(self.to_tokens(z).unflatten(-1, (-1, self.width)))  # (B, N, C*pt*ph*pw)
+        (t, h, w), (pt, ph, pw) = self.grid, self.patch
+        return rearrange(
+            x,
+            "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
+            t=t,
+            h=h,
+            w=w,
+            pt=pt,
+            ph=ph,
+            pw=pw,
+        )
+
+
+def pixel_statistics(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C, 1, 1, 1) that standardise frames in [0, 1]: ImageNet's for RGB."""
+    mean = torch.tensor(IMAGENET_MEAN[:channels] if channels == 3 else [0.5] * channels)
+    std = torch.tensor(IMAGENET_STD[:channels] if channels == 3 else [0.25] * channels)
+    return mean.view(channels, 1, 1, 1), std.view(channels, 1, 1, 1)
+
+
 class StateLatentEncoder(nn.Module):
     """State vectors (B, O) -> (state - mean) / std, with statistics fitted on the training data."""
 
@@ -187,9 +277,18 @@ class WorldModel(nn.Module):
             self.register_buffer("action_low", torch.tensor(space["low"], dtype=torch.float32))
             self.register_buffer("action_high", torch.tensor(space["high"], dtype=torch.float32))
         # 1. encoder: pixels through the ViT, states normalised
+        self.decoder = None  # the reconstruction baseline's pixel decoder
         if env["obs"] == "pixels" and cfg.pixel_encoder == "moments":
             self.encoder = ObjectMoments(tuple(env["pixel_shape"]))
             tokens, latent_dim = 1, self.encoder.out_dim
+        elif env["obs"] == "pixels" and cfg.pixel_encoder in ("jepa", "reconstruction"):
+            shape = tuple(env["pixel_shape"])
+            self.encoder = LearnedPixelEncoder(
+                cfg.encoder, shape, cfg.latent_dim, cfg.pooling, cfg.latent_norm
+            )
+            tokens, latent_dim = 1, cfg.latent_dim
+            if cfg.pixel_encoder == "reconstruction":
+                self.decoder = PixelDecoder(cfg.latent_dim, shape, cfg.encoder.resolved())
         elif env["obs"] == "pixels":
             self.encoder = PixelLatentEncoder(
                 cfg.encoder,
@@ -235,6 +334,11 @@ class WorldModel(nn.Module):
 
     # ---- shapes ----
     @property
+    def learned_encoder(self) -> bool:
+        """The pixel encoder learns with the predictor (pixel_encoder jepa or reconstruction)."""
+        return isinstance(self.encoder, LearnedPixelEncoder)
+
+    @property
     def compact(self) -> bool:
         return self.tokens_per_frame == 1
 
@@ -278,13 +382,15 @@ class WorldModel(nn.Module):
         obs: torch.Tensor,
         prev_action: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
+        encoder: nn.Module | None = None,
     ) -> torch.Tensor:
         """Observations (..., C, T, H, W) uint8 or (..., O) -> latents (..., Z) or (..., N, D).
 
         Compact pixel latents also take the action taken before each observation, `prev_action`
         as `predict` takes actions (None or `valid` False: a first observation after a reset).
+        `encoder` replaces this model's (training passes the EMA target encoder).
         """
-        return self._encode_with(self.encoder, obs, prev_action, valid)
+        return self._encode_with(encoder or self.encoder, obs, prev_action, valid)
 
     def _encode_with(self, fn, obs, prev_action, valid) -> torch.Tensor:
         """fn over the observations' flattened leading dims, then the previous-action features."""
@@ -473,6 +579,7 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d.setdefault("failure_weight", 0.0)  # and no failure head
     d.setdefault("pca_dim", 0)
     d.setdefault("pixel_encoder", "vit")
+
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

@@ -176,8 +176,14 @@ def _draw(
     img[where] = patch + alpha * (color - patch)
 
 
-def render_video(g: torch.Generator, frames: int, size: int) -> tuple[torch.Tensor, int]:
-    """One clean synthetic video (3, T, S, S) float in [0, 1] and its label, all drawn from `g`."""
+def render_video(
+    g: torch.Generator, frames: int, size: int, state: dict | None = None
+) -> tuple[torch.Tensor, int]:
+    """One clean synthetic video (3, T, S, S) float in [0, 1] and its label, all drawn from `g`.
+
+    `state`, when given, receives the main object's ground truth: "centre" (T, 2) pixel (x, y)
+    per frame and "radius" in pixels (for probes of what an encoder keeps).
+    """
     img = _background(g, frames, size)
     t = torch.arange(frames, dtype=torch.float32)
 
@@ -218,6 +224,8 @@ def render_video(g: torch.Generator, frames: int, size: int) -> tuple[torch.Tens
         cx = across
         cy = along if uy > 0 else size - along
     _draw(img, g, kind, r, cx, cy)
+    if state is not None:
+        state.update(centre=torch.stack([cx, cy], dim=1), radius=r)
     return img, kind * len(DIRECTIONS) + direction
 
 
@@ -302,6 +310,13 @@ class SyntheticVideoDataset(Dataset):
             raise IndexError(f"index {i} out of range for {self.num_videos} synthetic videos")
         g = generator("synthetic", self.seed, self.split, int(i))
         return render_video(g, self.frames_per_clip, self.size)
+
+    def object_centre(self, i: int) -> torch.Tensor:
+        """The main object's centre in video i: (T, 2) pixel (x, y) per frame (no augmentation)."""
+        state: dict = {}
+        g = generator("synthetic", self.seed, self.split, int(i))
+        render_video(g, self.frames_per_clip, self.size, state)
+        return state["centre"]
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)  # the seed must not depend on numpy/torch integer types

@@ -194,6 +194,217 @@ def world_model_losses(
     }
 
 
+def sigreg(z: torch.Tensor, generator: torch.Generator, projections: int = 64) -> torch.Tensor:
+    """SIGReg (LeJEPA): how far latents z (M, Z) are from a standard Gaussian, on random unit
+    directions: the Epps-Pulley statistic, a weighted squared distance between the empirical
+    characteristic function of each 1-D projection and exp(-t^2 / 2), at 17 points t in [-3, 3].
+    0 for Gaussian latents; a constant latent scores about M * 0.5."""
+    dirs = F.normalize(
+        torch.randn(z.shape[-1], projections, generator=generator).to(z.device, z.dtype), dim=0
+    )
+    proj = (z - z.mean(0)) @ dirs  # (M, P)
+    t = torch.linspace(-3, 3, 17, device=z.device, dtype=z.dtype)
+    xt = proj[..., None] * t  # (M, P, K)
+    gauss = torch.exp(-0.5 * t**2)
+    err = (xt.cos().mean(0) - gauss) ** 2 + xt.sin().mean(0) ** 2  # (P, K)
+    return (err * gauss).mean() * z.shape[0]
+
+
+def anti_collapse_terms(
+    z: torch.Tensor, cfg: WorldModelConfig, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The learned latent's anti-collapse terms on student latents z (B, T, Z) of B windows:
+    VICReg variance and covariance over all B * T latents, variance over time within each window
+    relative to the batch's, SIGReg. Each is 0 at weight 0 (not computed)."""
+    flat = z.reshape(-1, z.shape[-1])
+    zero = torch.zeros((), device=z.device)
+    out = dict(variance=zero, covariance=zero, time_variance=zero, sigreg=zero)
+    batch_std = (flat.var(0) + 1e-4).sqrt()  # (Z,)
+    if cfg.variance_weight:
+        out["variance"] = F.relu(1.0 - batch_std).mean()
+    if cfg.covariance_weight:
+        centred = flat - flat.mean(0)
+        cov = centred.T @ centred / (len(flat) - 1)
+        out["covariance"] = (cov - torch.diag(torch.diag(cov))).pow(2).sum() / flat.shape[-1]
+    if cfg.time_variance_weight:
+        time_std = (z.var(1) + 1e-4).sqrt()  # (B, Z): over the steps of each window
+        # relative to the batch's std where that is >= 1 (the variance hinge's floor), so scaling
+        # a slow dimension up does not satisfy it, and a constant latent still fails it
+        out["time_variance"] = F.relu(0.3 - time_std / batch_std.clamp_min(1.0)).mean()
+    if cfg.sigreg_weight:
+        out["sigreg"] = sigreg(flat, generator)
+    return out
+
+
+def learned_encoder_losses(
+    model: WorldModel, target_encoder, batch: dict, cfg: WorldModelConfig, generator
+) -> dict[str, torch.Tensor]:
+    """One step's losses for a learned pixel encoder (jepa, reconstruction) on B windows of K
+    transitions. `batch`: "obs" (B, K+1, C, T, H, W) uint8 (the window's K+1 observations),
+    "prev_action" and "valid" (B, K+1) (the action before each, and whether there was one),
+    "action" (B, K[, A]), "terminated", "reward", "steps_to_termination" (B, K) of the
+    transitions.
+
+    1. student latents of all K+1 observations; targets: the target encoder's latents of the
+       last K (no gradient), with the actions that led to them
+    2. teacher forcing (each next latent from the true one) and a K-step imagined rollout from
+       the first, MSE, step k weighted rho ** k
+    3. heads on the encoded and on the imagined latents (their gradients reach the encoder
+       unless head_gradients is off)
+    4. jepa: anti-collapse terms on the student latents; reconstruction: the pixel decoder
+    """
+    obs, actions = batch["obs"], batch["action"]
+    b, k1 = obs.shape[:2]
+    k = k1 - 1
+    # 1. student and target latents
+    z = model.encode(obs, batch["prev_action"], batch["valid"])  # (B, K+1, Z+A)
+    with torch.no_grad():
+        if cfg.target_encoder == "stopgrad" or target_encoder is model.encoder:
+            target = z[:, 1:].detach()
+        else:
+            target = model.encode(obs[:, 1:], actions, None, encoder=target_encoder)
+    target_obs = model.observation_part(target)
+    rho = cfg.rollout_discount ** torch.arange(k, device=z.device, dtype=z.dtype)  # (K,)
+    # 2. teacher forcing and rollout
+    pred = model.predict_sequence(z[:, :-1], actions)  # (B, K, Z+A)
+    loss_tf = F.mse_loss(model.observation_part(pred), target_obs)
+    roll = model.rollout(z[:, 0], actions)  # (B, K, Z+A)
+    per_step = (model.observation_part(roll) - target_obs).pow(2).mean(dim=(0, 2))  # (K,)
+    loss_ro = (rho * per_step).sum()
+    # 3. heads: encoded next latents and imagined ones, targets of the transitions
+    enc_next = z[:, 1:] if cfg.head_gradients else z[:, 1:].detach()
+    imagined = roll if cfg.head_gradients else roll.detach()
+    term, reward = batch["terminated"].float(), batch["reward"].float()
+    pos_weight = torch.tensor(10.0, device=z.device)
+
+    def bce(logits):
+        per = F.binary_cross_entropy_with_logits(
+            logits, term, pos_weight=pos_weight, reduction="none"
+        )
+        return per.mean(0)  # (K,)
+
+    loss_term = (
+        bce(model.termination_logits(enc_next)).mean()
+        + (rho * bce(model.termination_logits(imagined))).sum()
+    )
+    loss_rew = (
+        F.mse_loss(model.reward(enc_next), reward)
+        + (rho * (model.reward(imagined) - reward).pow(2).mean(0)).sum()
+    )
+    loss_fail = torch.zeros((), device=z.device)
+    if model.failure_head is not None:
+        # observation t is steps_to_termination[t] transitions from the terminal one
+        fail_now = failure_target(batch["steps_to_termination"], cfg)  # (B, K)
+        fail_next = failure_target((batch["steps_to_termination"] - 1).clamp(min=0), cfg)
+        enc_now = z[:, :-1] if cfg.head_gradients else z[:, :-1].detach()
+        loss_fail = (
+            F.smooth_l1_loss(model.failure_logits(enc_now), fail_now)
+            + (
+                rho
+                * F.smooth_l1_loss(
+                    model.failure_logits(imagined), fail_next, reduction="none"
+                ).mean(0)
+            ).sum()
+        )
+    total = (
+        loss_tf
+        + cfg.rollout_weight * loss_ro
+        + cfg.termination_weight * loss_term
+        + cfg.reward_weight * loss_rew
+        + cfg.failure_weight * loss_fail
+    )
+    # 4. what keeps the latent informative
+    z_obs = model.observation_part(z)  # (B, K+1, Z)
+    terms = anti_collapse_terms(z_obs, cfg, generator) if model.decoder is None else {}
+    loss_inv = torch.zeros((), device=z.device)
+    if model.decoder is None:
+        total = (
+            total
+            + cfg.variance_weight * terms["variance"]
+            + cfg.covariance_weight * terms["covariance"]
+            + cfg.time_variance_weight * terms["time_variance"]
+            + cfg.sigreg_weight * terms["sigreg"]
+        )
+        g = cfg.inverse_gap
+        if cfg.inverse_weight and g <= k:
+            logits = model.inverse_dynamics(z_obs[:, :-g], z_obs[:, g:])  # (B, K+1-g, A)
+            if model.action_kind == "discrete":
+                a = actions[:, : k1 - g].long() - int(model.env["action_space"].get("start", 0))
+                loss_inv = F.cross_entropy(logits.flatten(0, 1), a.flatten())
+            else:
+                loss_inv = F.mse_loss(logits, model.action_features(actions[:, : k1 - g]))
+            total = total + cfg.inverse_weight * loss_inv
+    loss_rec = torch.zeros((), device=z.device)
+    if model.decoder is not None:
+        frames = model.encoder.normalise(obs.flatten(0, 1))
+        loss_rec = F.mse_loss(model.decoder(z_obs.flatten(0, 1)), frames)
+        total = total + cfg.reconstruction_weight * loss_rec
+    return {
+        "loss": total,
+        "teacher_forcing": loss_tf.detach(),
+        "rollout": loss_ro.detach(),
+        "termination": loss_term.detach(),
+        "reward": loss_rew.detach(),
+        "failure": loss_fail.detach(),
+        "inverse": loss_inv.detach(),
+        "reconstruction": loss_rec.detach(),
+        **{k_: v.detach() for k_, v in terms.items()},
+        "latents": z_obs.detach(),
+    }
+
+
+class LearnedEncoderObjective(torch.nn.Module):
+    """The world model and its target encoder as one module whose forward is one step's losses
+    (`learned_encoder_losses`): what `accelerator.prepare` wraps, so DDP averages the gradients
+    of every part the losses use. The target encoder's parameters are frozen (no gradients)."""
+
+    def __init__(self, model: WorldModel, target_encoder, cfg: WorldModelConfig, generator):
+        super().__init__()
+        self.model, self.cfg, self.generator = model, cfg, generator
+        # registered only when it is a copy (stopgrad: the model's own encoder)
+        self.target = target_encoder if target_encoder is not model.encoder else None
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        target = self.target if self.target is not None else self.model.encoder
+        return learned_encoder_losses(self.model, target, batch, self.cfg, self.generator)
+
+
+class WindowSampler:
+    """Training windows of K consecutive transitions for a learned pixel encoder, from pixels held
+    in memory (uint8; 10k CartPole stacks of 1 x 4 x 32 x 128 are 16 MB)."""
+
+    def __init__(self, store: RolloutStore, episodes, window: int, device):
+        data = store.data
+        self.pixels = torch.as_tensor(data["pixels"][:])
+        self.next_pixels = torch.as_tensor(data["next", "pixels"][:])
+        self.action = torch.as_tensor(data["action"][:])
+        self.first = torch.as_tensor(data["step"][:]) == 0
+        self.terminated = torch.as_tensor(data["next", "terminated"][:]).reshape(len(store), -1)[
+            :, 0
+        ]
+        self.reward = torch.as_tensor(data["next", "reward"][:]).reshape(len(store), -1)[:, 0]
+        self.steps_to_termination = store.steps_to_termination()
+        self.episodes, self.window, self.device = episodes, window, device
+
+    def sample(self, batch_size: int, generator) -> dict[str, torch.Tensor]:
+        rows = sample_windows(self.episodes, batch_size, self.window, generator)  # (B, K)
+        prev = self.action[(rows - 1).clamp(min=0)]
+        obs = torch.cat([self.pixels[rows[:, :1]], self.next_pixels[rows]], dim=1)  # (B, K+1, ...)
+        out = {
+            "obs": obs,
+            # the action before each observation: none before a reset, a_t before observation t+1
+            "prev_action": torch.cat([prev[:, :1], self.action[rows]], dim=1),
+            "valid": torch.cat(
+                [~self.first[rows[:, :1]], torch.ones_like(rows, dtype=torch.bool)], 1
+            ),
+            "action": self.action[rows],
+            "terminated": self.terminated[rows],
+            "reward": self.reward[rows],
+            "steps_to_termination": self.steps_to_termination[rows],
+        }
+        return {key: v.to(self.device) for key, v in out.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: WorldModel, target_encoder, store: RolloutStore, episodes, cfg: WorldModelConfig, device
@@ -348,9 +559,10 @@ def train_world_model(
     """Train on cfg.data, evaluate on held-out episodes, save into cfg.out; returns (model, summary)."""
     cfg.validate()
     require(
-        int(os.environ.get("WORLD_SIZE", "1")) == 1,
-        "train_world_model.py trains in one process (small models, cached latents); launch it with "
-        "--num_processes 1 or plain python",
+        int(os.environ.get("WORLD_SIZE", "1")) == 1
+        or cfg.pixel_encoder in ("jepa", "reconstruction"),
+        "train_world_model.py trains cached latents (state, moments, frozen vit) in one process; "
+        "launch it with --num_processes 1 or plain python (jepa and reconstruction run on many)",
     )
     store = RolloutStore.open(cfg.data)
     spec = env_spec_from_store(store)
@@ -370,7 +582,9 @@ def train_world_model(
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     moments = spec["obs"] == "pixels" and cfg.pixel_encoder == "moments"
     frozen = spec["obs"] == "state" or cfg.encoder_mode == "frozen" or moments
-    if spec["obs"] == "state":
+    if model.learned_encoder:
+        pass  # learns from the first step (below)
+    elif spec["obs"] == "state":
         model.encoder.fit(store.data["observation"][train_rows])
     elif moments:
         found = model.encoder.fit(_sample_frames(store, train_rows, 4096, "moments", cfg.seed))
@@ -387,7 +601,14 @@ def train_world_model(
                 cfg.latent_dim,
                 100 * explained,
             )
+    if model.learned_encoder and cfg.encoder_init:
+        encoder, _ = ckpt.load_encoder(cfg.encoder_init)
+        model.encoder.vit.load_state_dict(encoder.state_dict())
     model.to(device).train()
+    if model.learned_encoder:
+        return _train_learned_encoder(
+            cfg, model, store, spec, train_ids, holdout_ids, out, progress
+        )
     learned = model.learned_projection  # frozen tokens, learned projection: an EMA target for it
     if frozen:
         model.encoder.requires_grad_(False)
@@ -466,11 +687,44 @@ def train_world_model(
     train_seconds = time.perf_counter() - start
 
     # 3. held-out evaluation, save
+    return _finish(
+        model,
+        target_encoder,
+        store,
+        spec,
+        cfg,
+        train_ids,
+        holdout_ids,
+        history,
+        train_seconds,
+        device,
+        out,
+    )
+
+
+def _finish(
+    model,
+    target_encoder,
+    store,
+    spec,
+    cfg,
+    train_ids,
+    holdout_ids,
+    history,
+    train_seconds,
+    device,
+    out,
+    extra=None,
+):
+    """Held-out evaluation and the state readout, then weights, config, metrics and summary."""
     metrics = evaluate(model, target_encoder, store, holdout_ids, cfg, device)
+    if spec["obs"] == "pixels":
+        metrics.update(state_readout(model, store, train_ids, holdout_ids, device))
     summary = {
         **metrics,
         "env_id": spec["env_id"],
         "obs": spec["obs"],
+        "pixel_encoder": cfg.pixel_encoder if spec["obs"] == "pixels" else None,
         "env_steps": len(store),
         "train_episodes": len(train_ids),
         "holdout_episodes": len(holdout_ids),
@@ -478,9 +732,165 @@ def train_world_model(
         "train_seconds": train_seconds,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "effective_rank": history[-1]["effective_rank"] if history else float("nan"),
+        **(extra or {}),
     }
     model.eval()
     model.save_pretrained(out, extra={"summary": summary})
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     ckpt.write_json(summary, out / "summary.json")
     return model.cpu(), summary
+
+
+def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out, progress):
+    """The loop of a learned pixel encoder (jepa, reconstruction), under Accelerate (one process,
+    or DDP over many: each rank draws its own windows, gradients are averaged, the EMA target is
+    updated on the unwrapped modules, rank 0 evaluates and saves).
+
+    1. a batch of windows of raw frames; 2. the losses (`learned_encoder_losses`); 3. backward
+    and one AdamW step over encoder (at encoder_lr_scale), predictor and heads; 4. EMA target.
+    """
+    accelerator = Accelerator()
+    device = accelerator.device
+    model.to(device).train()
+    ema_target = cfg.pixel_encoder == "jepa" and cfg.target_encoder == "ema"
+    target_encoder = (
+        copy.deepcopy(model.encoder).requires_grad_(False) if ema_target else model.encoder
+    )
+    if not (cfg.inverse_weight and model.decoder is None):
+        model.inverse_head.requires_grad_(False)  # unused: DDP wants every trained weight used
+    if model.failure_head is not None and not cfg.failure_weight:
+        model.failure_head.requires_grad_(False)
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    ids = {id(p) for p in encoder_params}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder_params, "scale": cfg.encoder_lr_scale},
+            {"params": others, "scale": 1.0},
+        ],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    rank = accelerator.process_index
+    gen = seeding.generator("wm-batches", cfg.seed, rank)
+    objective = LearnedEncoderObjective(
+        model, target_encoder, cfg, seeding.generator("wm-sigreg", cfg.seed, rank)
+    )
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
+    sampler = WindowSampler(store, episodes, cfg.seq_len, device)
+    params = encoder_params + others
+    history, start = [], time.perf_counter()
+    bar = tqdm(
+        range(cfg.steps),
+        desc="world model",
+        disable=not (progress and accelerator.is_main_process),
+        dynamic_ncols=True,
+    )
+    for step in bar:
+        lr = lr_at(
+            step,
+            total=cfg.steps,
+            warmup=max(1, cfg.steps // 20),
+            start_lr=cfg.lr / 10,
+            lr=cfg.lr,
+            final_lr=cfg.lr / 20,
+        )
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["scale"]
+        # 1. windows; 2. losses; 3. step
+        losses = objective(sampler.sample(cfg.batch_size, gen))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(params, 20.0)
+        optimizer.step()
+        # 4. the EMA target follows the student (unwrapped modules, after the step)
+        if ema_target:
+            ema_update_(target_encoder, model.encoder, cfg.ema)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(
+                    f"world-model loss is {row['loss']} at step {step + 1}; lower --lr"
+                )
+            row["step"], row["lr"] = step + 1, lr
+            row["effective_rank"] = effective_rank(losses["latents"])
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", ro=f"{row['rollout']:.4f}")
+    train_seconds = time.perf_counter() - start
+    # every rank holds the same weights (DDP); their checksums say so in the summary
+    checksum = torch.tensor(
+        [float(sum(p.double().sum() for p in model.parameters()))], device=device
+    )
+    checksums = [float(c) for c in accelerator.gather(checksum)]
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return model.cpu(), {}
+    # planning encodes with the student: measure the model as it will be used
+    wm, summary = _finish(
+        model,
+        model.encoder,
+        store,
+        spec,
+        cfg,
+        train_ids,
+        holdout_ids,
+        history,
+        train_seconds,
+        device,
+        out,
+        extra={"world_size": accelerator.num_processes, "rank_weight_sums": checksums},
+    )
+    return wm, summary
+
+
+@torch.no_grad()
+def state_readout(
+    model: WorldModel, store: RolloutStore, train_ids, holdout_ids, device, max_rows: int = 4000
+) -> dict[str, float]:
+    """A diagnostic that training and planning never see: a linear (ridge) readout of the
+    simulator's state from the latents' observation part, fitted on training episodes and scored
+    on held-out ones. Reports R^2 and RMSE per state component (`readout_r2_<i>`,
+    `readout_rmse_<i>`), and for CartPole (x, v, theta, omega) theta's RMSE where |x| < 0.3 and
+    where |x| > 0.6."""
+    model.eval()
+
+    def latents(ids, limit):
+        rows = store.episode_indices(torch.as_tensor(ids))
+        rows = rows[torch.linspace(0, len(rows) - 1, min(limit, len(rows))).long()]
+        data = store.data[rows]
+        prev = store.data["action"][(rows - 1).clamp(min=0)]
+        z = torch.cat(
+            [
+                model.observation_part(
+                    model.encode(
+                        data["pixels"][i : i + 512].to(device),
+                        prev[i : i + 512].to(device),
+                        data["step"][i : i + 512].to(device) > 0,
+                    )
+                ).cpu()
+                for i in range(0, len(rows), 512)
+            ]
+        )
+        return z.double(), data["observation"].double()
+
+    z_train, s_train = latents(train_ids, max_rows)
+    z_hold, s_hold = latents(holdout_ids, max_rows)
+    mean, std = z_train.mean(0), z_train.std(0).clamp_min(1e-6)
+    design = lambda z: torch.cat([(z - mean) / std, torch.ones(len(z), 1, dtype=z.dtype)], 1)  # noqa: E731
+    x_train = design(z_train)
+    ridge = 1e-3 * len(x_train) * torch.eye(x_train.shape[1], dtype=x_train.dtype)
+    w = torch.linalg.solve(x_train.T @ x_train + ridge, x_train.T @ s_train)
+    err = design(z_hold) @ w - s_hold  # (M, O)
+    out = {}
+    for i in range(s_hold.shape[1]):
+        mse = float(err[:, i].pow(2).mean())
+        out[f"readout_rmse_{i}"] = mse**0.5
+        out[f"readout_r2_{i}"] = 1.0 - mse / max(float(s_hold[:, i].var()), 1e-12)
+    if store.meta["env_id"].split("/")[-1].startswith(("CartPole", "NoisyCartPole")):
+        x = s_hold[:, 0].abs()
+        for name, sel in (("near", x < 0.3), ("far", x > 0.6)):
+            if sel.any():
+                out[f"readout_theta_rmse_{name}"] = float(err[sel, 2].pow(2).mean().sqrt())
+    model.train()
+    return out

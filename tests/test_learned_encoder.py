@@ -1,0 +1,133 @@
+"""Learned pixel encoders (jepa, reconstruction): anti-collapse terms that can fail, gradients that
+stay out of the target encoder, save/load for every latent kind, a tiny run that beats copy-last."""
+
+import copy
+
+import pytest
+import torch
+
+import envs
+from vjepa_agent.agent import LatentObjective
+from vjepa_agent.config import EncoderConfig, WorldModelConfig
+from vjepa_agent.errors import UserError
+from vjepa_agent.train.world_model import (
+    WindowSampler,
+    anti_collapse_terms,
+    learned_encoder_losses,
+    sigreg,
+    train_world_model,
+)
+from vjepa_agent.world_model import WorldModel
+
+TINY = EncoderConfig(dim=32, depth=1, heads=2, patch_size=8, tubelet_size=2, pos_embed="sincos")
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cp") / "data"
+    envs.collect_rollouts(
+        "CartPole-v1", 800, out=out, obs="pixels", num_envs=4, seed=0, size=(16, 64),
+        frame_stack=4, grayscale=True, progress=False,
+        start_ranges=envs.starts.default_start_ranges("CartPole-v1"),
+    )
+    return out
+
+
+def config(store_dir, tmp_path, **kw) -> WorldModelConfig:
+    base = dict(
+        data=store_dir, out=tmp_path / "wm", encoder=TINY, latent_dim=16, predictor_dim=32,
+        steps=2, batch_size=4, seq_len=4, rollout_steps=4, log_every=1,
+    )
+    return WorldModelConfig(**{**base, **kw})
+
+
+def test_each_anti_collapse_term_penalises_a_constant_latent():
+    gen = torch.Generator().manual_seed(0)
+    cfg = WorldModelConfig(variance_weight=1, covariance_weight=1, time_variance_weight=1, sigreg_weight=1)
+    constant = torch.ones(8, 5, 16)  # (B, T, Z): every latent the same
+    spread = torch.randn(8, 5, 16, generator=gen)  # independent N(0, 1) in every step and dim
+    c, s = anti_collapse_terms(constant, cfg, gen), anti_collapse_terms(spread, cfg, gen)
+    for name in ("variance", "time_variance", "sigreg"):
+        assert float(c[name]) > 3 * float(s[name]) + 0.05, name
+    # covariance: a latent whose dims all copy one number (rank 1) against independent dims
+    rank1 = torch.randn(8, 5, 1, generator=gen).expand(8, 5, 16)
+    assert float(anti_collapse_terms(rank1, cfg, gen)["covariance"]) > 10 * float(s["covariance"])
+    # a latent that varies across windows but not within them fails the time-variance hinge only
+    slow = torch.randn(8, 1, 16, generator=gen).expand(8, 5, 16)
+    t = anti_collapse_terms(slow, cfg, gen)
+    assert float(t["time_variance"]) > 0.25 and float(t["variance"]) < 0.3
+    # SIGReg: constant about M / 2, Gaussian near 0
+    assert float(sigreg(constant.flatten(0, 1), gen)) > 10 * float(sigreg(spread.flatten(0, 1), gen))
+
+
+@pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
+def test_gradients_reach_the_student_not_the_target(store_dir, tmp_path, kind):
+    cfg = config(store_dir, tmp_path, pixel_encoder=kind, sigreg_weight=0.1, time_variance_weight=1)
+    model = train_world_model(cfg, progress=False)[0].train()
+    target = copy.deepcopy(model.encoder).requires_grad_(False)
+    store = envs.collect.RolloutStore.open(store_dir)
+    episodes = [e for e in store.episodes() if e.length >= 4]
+    batch = WindowSampler(store, episodes, 4, "cpu").sample(4, torch.Generator().manual_seed(0))
+    losses = learned_encoder_losses(model, target, batch, cfg, torch.Generator().manual_seed(1))
+    losses["loss"].backward()
+    assert all(p.grad is None for p in target.parameters())
+    assert model.encoder.vit.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert (model.decoder is not None) == (kind == "reconstruction")
+
+
+@pytest.mark.parametrize("kind", ["vit", "moments", "jepa", "reconstruction", "state"])
+def test_save_load_round_trip_for_every_latent_kind(tmp_path, kind):
+    if kind == "state":
+        env = dict(env_id="CartPole-v1", obs="state", observation_shape=[4])
+    else:
+        shape = [3, 4, 16, 64] if kind in ("vit", "moments") else [1, 4, 16, 64]
+        env = dict(env_id="CartPole-v1", obs="pixels", observation_shape=[4], pixel_shape=shape)
+    env["action_space"] = dict(type="Discrete", n=2)
+    cfg = WorldModelConfig(encoder=TINY, latent_dim=16, pixel_encoder=kind if kind != "state" else "vit")
+    torch.manual_seed(0)
+    wm = WorldModel(cfg, env).eval()
+    for buf in wm.buffers():  # fitted statistics must round-trip too
+        buf.add_(torch.rand_like(buf.float()).to(buf.dtype) if buf.is_floating_point() else 0)
+    wm.save_pretrained(tmp_path / kind)
+    back = WorldModel.from_pretrained(tmp_path / kind)
+    assert back.cfg.pixel_encoder == cfg.pixel_encoder and type(back.encoder) is type(wm.encoder)
+    obs = (
+        torch.randn(3, 4)
+        if kind == "state"
+        else torch.randint(0, 256, (3, *env["pixel_shape"]), dtype=torch.uint8)
+    )
+    a = torch.tensor([0, 1, 1])
+    torch.testing.assert_close(back.encode(obs, a), wm.encode(obs, a))
+    torch.testing.assert_close(back.predict(wm.encode(obs, a), a), wm.predict(wm.encode(obs, a), a))
+
+
+def test_tiny_jepa_run_beats_copy_last_and_reports_the_readout(store_dir, tmp_path):
+    cfg = config(store_dir, tmp_path, pixel_encoder="jepa", steps=150, batch_size=8, lr=2e-3)
+    _, summary = train_world_model(cfg, progress=False)
+    assert summary["pixel_encoder"] == "jepa"
+    assert summary["error_ratio_1"] < 0.9, summary["error_ratio_1"]
+    for key in ("readout_r2_0", "readout_rmse_2", "readout_theta_rmse_near", "readout_theta_rmse_far"):
+        assert key in summary
+    assert summary["readout_r2_0"] > 0.5  # the cart's position, at least, is in the latent
+
+
+def test_learned_encoder_rejects_token_latents(store_dir, tmp_path):
+    with pytest.raises(UserError, match="learns one compact latent"):
+        config(store_dir, tmp_path, pixel_encoder="jepa", latent="tokens").validate()
+
+
+def test_termination_logit_objective_prefers_states_farther_from_failure():
+    env = dict(env_id="CartPole-v1", obs="state", observation_shape=[4], action_space=dict(type="Discrete", n=2))
+    wm = WorldModel(WorldModelConfig(), env)
+    with torch.no_grad():  # a termination head whose logit is the latent's third component
+        for layer in wm.termination_head:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        wm.termination_head[0].weight[0, 2] = 1.0
+        wm.termination_head[2].weight[0, 0] = 1.0
+        wm.termination_head[4].weight[0, 0] = 1.0
+    objective = LatentObjective(termination_logit_weight=1.0, reward_weight=0.0)
+    safe, risky = torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4)
+    risky[..., 2] = 2.0  # higher termination logits all along
+    assert float(objective(wm, safe)[0, 0]) < float(objective(wm, risky)[0, 0])
