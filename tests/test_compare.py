@@ -55,13 +55,21 @@ def test_tiny_objective_comparison_writes_table_plot_and_summary(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
     assert s["mode"] == "objectives" and s["noise_levels"] == [0.0, 1.0] and s["steps"] == 10
-    assert [(r["variant"], r["noise"]) for r in s["runs"]] == [
-        (v, x) for x in (0.0, 1.0) for v in ("random", "jepa", "mae")
+    assert s["seeds"] == [0]
+    assert [(r["variant"], r["noise"], r["seed"]) for r in s["runs"]] == [
+        (v, x, 0) for x in (0.0, 1.0) for v in ("random", "jepa", "mae")
     ]
     for r in s["runs"]:
         for kind in ("attentive", "linear"):
             assert 0 <= r["probe"][kind]["top1"] <= 1
-    assert set(s["gap_at_strongest_noise"]) == {"attentive", "linear"}
+            assert 0 <= r["probe"][kind]["train_top1"] <= 1
+            assert len(r["probe"][kind]["factor_top1"]) == 2
+        assert r["position"]["r2"] <= 1 and r["position"]["rmse_px"] > 0
+    for key in ("jepa_minus_random_at_no_noise", "gap_at_strongest_noise"):
+        assert set(s[key]) >= {"mean", "std", "per_seed"} and s[key]["probe"] == "attentive"
+    assert s["jepa_minus_random_at_no_noise"]["noise"] == 0.0
+    assert s["gap_at_strongest_noise"]["noise"] == 1.0
+    assert set(s["gap_at_strongest_noise_by_probe"]) == {"attentive", "linear"}
     assert isinstance(s["expectation_met"], bool) and s["wall_seconds"] > 0
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| noise | JEPA attentive | MAE attentive")
@@ -98,14 +106,14 @@ def test_tiny_ema_ablation_shows_monitors_next_to_probe(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["mode"] == "ema" and [r["variant"] for r in s["runs"]] == ["ema", "no_ema"]
     assert [r["ema"] for r in s["runs"]] == [[0.99, 0.999], [0.0, 0.0]]
-    assert set(s["final_effective_rank"]) == {"ema_noise0", "no_ema_noise0"}
+    assert set(s["final_effective_rank"]) == {"ema_noise0_seed0", "no_ema_noise0_seed0"}
     assert all(v >= 1 for v in s["min_effective_rank"].values())
     table = (out / "results.md").read_text()
     assert "JEPA, momentum 0" in table and "effective rank" in table
     assert_png(out / "compare.png")
     # the finished runs are reused; a changed configuration in the same folder is refused
     cfg = CompareConfig(out=out, ablate="ema", budget=0.01)
-    cfg.pretrain = from_yaml(out / "runs" / "ema_noise0" / "config.yaml", PretrainConfig())
+    cfg.pretrain = from_yaml(out / "runs" / "ema_noise0_seed0" / "config.yaml", PretrainConfig())
     run = run_config(dataclasses.replace(cfg, budget=1.0), variants(cfg)[0], 0.0)
     assert pretrain_or_reuse(run)["steps"] == 10  # reused, not retrained
     with pytest.raises(UserError, match="different configuration"):
@@ -128,12 +136,38 @@ def test_verdict_and_table_arithmetic():
         run("mae", 1.0, 0.4),
     ]
     v = objective_verdict(runs, cfg)
-    assert v["gap_at_strongest_noise"]["attentive"] == pytest.approx(0.3)
+    assert v["gap_at_strongest_noise"]["mean"] == pytest.approx(0.3)
+    assert v["gap_at_strongest_noise_by_probe"]["attentive"] == pytest.approx(0.3)
     assert v["drop_from_weakest_to_strongest_noise"] == pytest.approx({"jepa": 0.2, "mae": 0.4})
     assert v["expectation_met"] is True
     runs[2] = run("jepa", 1.0, 0.45)
     assert objective_verdict(runs, cfg)["expectation_met"] is False
     assert "| 1 | 45.0 | 40.0 | +5.0 |" in objective_table(runs, cfg)
+
+
+def test_seeds_are_paired_and_reported_as_mean_and_std():
+    def run(variant, seed, acc):
+        return {
+            "variant": variant,
+            "noise": 0.0,
+            "seed": seed,
+            "probe": {"attentive": {"top1": acc, "chance": 0.0625}},
+        }
+
+    cfg = CompareConfig(noise_levels=(0.0,), probes=("attentive",), seeds=(0, 1, 2))
+    runs = [run("jepa", 0, 0.5), run("jepa", 1, 0.6), run("jepa", 2, 0.7)]
+    runs += [run("mae", 0, 0.3), run("mae", 1, 0.5), run("mae", 2, 0.4)]
+    runs += [run("random", 0, 0.2), run("random", 1, 0.2), run("random", 2, 0.2)]
+    v = objective_verdict(runs, cfg)
+    over = v["jepa_minus_random_at_no_noise"]
+    assert over["mean"] == pytest.approx(0.4) and over["std"] == pytest.approx(0.1)
+    assert over["per_seed"] == pytest.approx({0: 0.3, 1: 0.4, 2: 0.5})
+    gap = v["gap_at_strongest_noise"]  # paired by seed: 0.2, 0.1, 0.3
+    assert gap["mean"] == pytest.approx(0.2) and gap["std"] == pytest.approx(0.1)
+    assert v["targets"]["jepa_minus_random_at_no_noise >= 0.20"] is True
+    assert "| 0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 20.0 ± 0.0 | +20.0 ± 10.0 |" in objective_table(
+        runs, cfg
+    )
 
 
 def test_mae_loss_falls_on_clean_synthetic_videos(tmp_path):

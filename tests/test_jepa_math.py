@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vjepa_agent import schedules
-from vjepa_agent.jepa import ema_update_, jepa_loss
+from vjepa_agent.jepa import ema_update_, jepa_loss, sigreg_loss, vicreg_loss
 from vjepa_agent.metrics import effective_rank, embedding_std
 
 
@@ -71,3 +71,21 @@ def test_collapse_monitors():
     line = torch.randn(512, 1) * torch.randn(1, 16)
     assert effective_rank(line) == pytest.approx(1.0, abs=0.01)
     assert math.isfinite(effective_rank(torch.randn(4, 100, 16)))
+
+
+@pytest.mark.parametrize("reg", [vicreg_loss, sigreg_loss])
+def test_regularizers_push_a_constant_embedding_away_from_zero_loss(reg):
+    """Collapse (every token the same) scores far above isotropic Gaussian tokens, with a gradient."""
+    g = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(512, 32, generator=g)
+    constant = torch.full((512, 32), 0.3, requires_grad=True)
+    low_rank = torch.randn(512, 2, generator=g) @ torch.randn(2, 32, generator=g)  # 2 directions
+    kw = {} if reg is vicreg_loss else {"generator": torch.Generator().manual_seed(1)}
+    good, bad = float(reg(gaussian, **kw)), float(reg(constant.detach(), **kw))
+    assert bad > 0.5 and good < 0.2 * bad
+    assert float(reg(low_rank / low_rank.std(), **kw)) > 2 * good  # dimensional collapse costs too
+    # the gradient is finite and moves the embedding (a constant is no stationary point)
+    (grad,) = torch.autograd.grad(
+        reg(constant + 1e-3 * torch.randn(512, 32, generator=g), **kw), constant
+    )
+    assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0

@@ -150,6 +150,8 @@ class PretrainConfig:
     """Anti-collapse term on the student's context embeddings (JEPA only): VICReg variance + covariance, or SIGReg (LeJEPA)."""
     reg_weight: float = 0.1
     """Weight of the regularizer in the loss (ignored when regularizer is 'none')."""
+    freeze_patch_embed: bool = False
+    """Keep the tubelet embedding (Conv3d) at its random initialisation (MoCo v3's random patch projection)."""
 
     # ---- optimisation ----
     lr: float = 6.25e-4

@@ -100,6 +100,8 @@ class JEPA(nn.Module):
         self.reg_weight = cfg.reg_weight
         self.student = VideoEncoder(cfg.encoder)
         self.predictor = MaskedPredictor(cfg.encoder, cfg.predictor, num_mask_tokens=len(cfg.masks))
+        if cfg.freeze_patch_embed:  # before the copy: the teacher's stays equal to it
+            self.student.patch_embed.requires_grad_(False)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
 

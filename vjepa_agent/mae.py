@@ -38,6 +38,8 @@ class MAE(nn.Module):
         enc = cfg.encoder.resolved()
         self.patch, self.tubelet = enc.patch_size, enc.tubelet_size
         self.student = VideoEncoder(enc)
+        if cfg.freeze_patch_embed:
+            self.student.patch_embed.requires_grad_(False)
         pixels = enc.in_channels * enc.tubelet_size * enc.patch_size**2
         self.predictor = MaskedPredictor(enc, cfg.predictor, len(cfg.masks), out_dim=pixels)
 
