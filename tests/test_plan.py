@@ -185,6 +185,10 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         (["--env", "Pendulum-v1", "--exploring-starts", "True"], "no start ranges for Pendulum-v1"),
         (["--env", "CartPole-v1", "--pca-dim", "-1"], "pca_dim must be >= 0"),
         (["--env", "CartPole-v1", "--pca-dim", "64"], "--pca-dim is for the ViT encoder"),
+        (
+            ["--env", "CartPole-v1", "--obs", "state", "--pixel-encoder", "jepa"],
+            "--obs state has none",
+        ),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -276,3 +280,29 @@ def test_planner_settings_come_from_env_presets_unless_given():
     c = resolved(env="CartPole-v1", samples=16, elites=2, iterations=2, horizon=4)
     assert (c.samples, c.elites, c.iterations, c.horizon) == (16, 2, 2, 4)
     assert resolved(env="Pendulum-v1").iterations == 3
+
+
+@pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
+def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind):
+    """plan.py on NoisyCartPole with a learned pixel encoder at a tiny budget: 16 x 256 grey
+    frames, the encoder kind in both summaries; a --model of this kind refuses another kind's
+    flag in one line before any work."""
+    out = tmp_path / "run"
+    args = ["--env", envs.NOISY_CARTPOLE_ID, "--out", str(out), "--collect-steps", "200"]
+    args += ["--pixel-encoder", kind, "--train-steps", "3", "--episodes", "1"]
+    args += (
+        "--max-episode-steps 5 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video".split()
+    )
+    proc = plan(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["pixel_encoder"] == kind and s["world_model"]["pixel_encoder"] == kind
+    assert "readout_theta_rmse_near" in s["world_model"] or "readout_rmse_2" in s["world_model"]
+    wm = WorldModel.from_pretrained(out / "model")
+    assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
+    other = "reconstruction" if kind == "jepa" else "jepa"
+    proc = plan(
+        "--env", envs.NOISY_CARTPOLE_ID, "--model", str(out / "model"), "--pixel-encoder", other
+    )
+    assert proc.returncode == 2 and f"has a {kind} pixel encoder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

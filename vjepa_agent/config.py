@@ -377,7 +377,7 @@ class WorldModelConfig:
     head_gradients: bool = True
     """jepa / reconstruction: the termination, reward and failure losses reach the encoder (task
     gradients shape the latent, as reward and value do in TD-MPC2); False detaches their inputs."""
-    encoder_lr_scale: float = 0.3
+    encoder_lr_scale: float = 1.0
     """jepa / reconstruction: the encoder's learning rate as a fraction of `lr` (TD-MPC2: 0.3)."""
     rollout_discount: float = 0.5
     """jepa / reconstruction: weight rho ** k of the k-th imagined step in the rollout and head
