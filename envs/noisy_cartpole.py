@@ -69,9 +69,13 @@ class NoisyCartPoleEnv(CartPoleEnv):
             return frame
         h, w, _ = frame.shape
         ch, cw = self.texture_cell
-        cells = self._noise_rng.uniform(1.0 - self.noise, 1.0, size=(-(-h // ch), -(-w // cw), 3))
-        texture = np.repeat(np.repeat(cells, ch, axis=0), cw, axis=1)[:h, :w] * 255.0
-        background = (frame == 255).all(axis=-1, keepdims=True)  # what CartPole leaves white
-        out = np.where(background, texture, frame.astype(np.float64))
-        out *= self._noise_rng.uniform(1.0 - self.noise / 2, 1.0)  # global brightness flicker
-        return out.round().clip(0, 255).astype(np.uint8)
+        gh, gw = -(-h // ch), -(-w // cw)
+        cells = self._noise_rng.uniform(1.0 - self.noise, 1.0, size=(gh, 1, gw, 1, 3))
+        flicker = self._noise_rng.uniform(1.0 - self.noise / 2, 1.0)  # global brightness
+        # in uint8 throughout (a frame is 720k values): cells -> pixels by broadcasting, the
+        # flicker on the objects through a lookup table
+        cells = np.rint(cells * (255.0 * flicker)).astype(np.uint8)
+        texture = np.broadcast_to(cells, (gh, ch, gw, cw, 3)).reshape(gh * ch, gw * cw, 3)[:h, :w]
+        dimmed = np.rint(np.arange(256) * flicker).astype(np.uint8)[frame]
+        white = (frame[..., 0] & frame[..., 1] & frame[..., 2]) == 255  # what CartPole leaves white
+        return np.where(white[..., None], texture, dimmed)
