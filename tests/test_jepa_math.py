@@ -89,3 +89,33 @@ def test_regularizers_push_a_constant_embedding_away_from_zero_loss(reg):
         reg(constant + 1e-3 * torch.randn(512, 32, generator=g), **kw), constant
     )
     assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("regularizer", ["vicreg", "sigreg"])
+def test_jepa_adds_the_regularizer_and_freezes_the_patch_embedding(regularizer):
+    """The configured term joins the loss (reported apart); a frozen tubelet embedding gets no gradient."""
+    from vjepa_agent.config import EncoderConfig, PredictorConfig, PretrainConfig
+    from vjepa_agent.jepa import JEPA
+    from vjepa_agent.masking import mask_generator, sample_masks
+    from vjepa_agent.train.pretrain import build_optimizer
+
+    torch.manual_seed(0)
+    cfg = PretrainConfig(
+        encoder=EncoderConfig(dim=32, depth=1, heads=2, patch_size=8),
+        predictor=PredictorConfig(dim=16, depth=1, heads=2),
+        regularizer=regularizer,
+        reg_weight=0.5,
+        freeze_patch_embed=True,
+    )
+    model = JEPA(cfg)
+    video = torch.randn(2, 3, 4, 32, 32)
+    grid = model.student.grid(video.shape)
+    masks = [sample_masks(m, grid, 2, mask_generator(0, 0, 0)) for m in cfg.masks]
+    out = model(video, masks)
+    assert float(out["reg_loss"].detach()) > 0
+    torch.testing.assert_close(out["loss"], out["prediction_loss"] + 0.5 * out["reg_loss"])
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.student.patch_embed.parameters())
+    assert model.student.transformer.blocks[0].attn.qkv.weight.grad is not None
+    optimised = {id(p) for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
+    assert not optimised & {id(p) for p in model.student.patch_embed.parameters()}
