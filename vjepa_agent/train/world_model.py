@@ -820,7 +820,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     train_seconds = time.perf_counter() - start
     # every rank holds the same weights (DDP); their checksums say so in the summary
     checksum = torch.tensor(
-        [float(sum(p.double().sum() for p in model.parameters()))], device=device
+        [float(sum(p.detach().double().sum() for p in model.parameters()))], device=device
     )
     checksums = [float(c) for c in accelerator.gather(checksum)]
     accelerator.wait_for_everyone()
