@@ -539,6 +539,18 @@ def cache_latents(
     return torch.cat(parts)
 
 
+def world_model_lr(cfg: WorldModelConfig, step: int) -> float:
+    """The learning rate at `step`: 5 % warmup from lr / 10, then cosine to lr / 20."""
+    return lr_at(
+        step,
+        total=cfg.steps,
+        warmup=max(1, cfg.steps // 20),
+        start_lr=cfg.lr / 10,
+        lr=cfg.lr,
+        final_lr=cfg.lr / 20,
+    )
+
+
 def sample_windows(episodes, batch_size: int, seq_len: int, generator) -> torch.Tensor:
     """(B, T) row indices of windows of seq_len consecutive transitions inside one episode each."""
     starts = torch.tensor([e.start for e in episodes])
@@ -634,14 +646,7 @@ def train_world_model(
         history, start = [], time.perf_counter()
         bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
         for step in bar:
-            lr = lr_at(
-                step,
-                total=cfg.steps,
-                warmup=max(1, cfg.steps // 20),
-                start_lr=cfg.lr / 10,
-                lr=cfg.lr,
-                final_lr=cfg.lr / 20,
-            )
+            lr = world_model_lr(cfg, step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             if frozen:
@@ -788,14 +793,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
         dynamic_ncols=True,
     )
     for step in bar:
-        lr = lr_at(
-            step,
-            total=cfg.steps,
-            warmup=max(1, cfg.steps // 20),
-            start_lr=cfg.lr / 10,
-            lr=cfg.lr,
-            final_lr=cfg.lr / 20,
-        )
+        lr = world_model_lr(cfg, step)
         for g in optimizer.param_groups:
             g["lr"] = lr * g["scale"]
         # 1. windows; 2. losses; 3. step
