@@ -327,3 +327,92 @@ def load_encoder(path: str | Path, which: str = "teacher"):
     load_weights(encoder, path / file)
     encoder.eval().requires_grad_(False)
     return encoder, meta
+
+
+# ---------------------------------------------------------------------------- world-model loops
+
+
+def save_loop_state(
+    out: str | Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    generators: dict[str, torch.Generator],
+    state: dict[str, Any],
+    keep: int,
+    rank: int = 0,
+    barrier=lambda: None,
+) -> Path | None:
+    """A world-model loop's resumable state after `step`: each module as `model*.safetensors`,
+    the optimizer (`optimizer.pt`, tensors and numbers only), each rank's generators
+    (`rng_<rank>.pt`) and `trainer_state.json` (`state` plus the step). Written as
+    `.tmp_step_XXXXXXXX`, checked by `check_checkpoint`, renamed; then only the newest `keep`
+    step folders stay. Rank 0 writes all but its peers' generators; `barrier` synchronises
+    ranks (Accelerator.wait_for_everyone). Returns the folder on rank 0."""
+    root = Path(out) / "checkpoints"
+    tmp, final = root / f".tmp_step_{step:08d}", root / f"step_{step:08d}"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save({k: g.get_state() for k, g in generators.items()}, tmp / f"rng_{rank}.pt")
+    barrier()
+    if rank != 0:
+        barrier()
+        return None
+    for name, module in modules.items():
+        save_weights(module, tmp / f"{name}.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    write_json({**state, "step": step}, tmp / STATE_FILE)
+    _fault_point("world_model_before_rename", step)
+    problem = check_checkpoint(tmp)
+    if problem is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        barrier()
+        raise UserError(f"world-model checkpoint at step {step} {problem}; lower --lr")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in step_dirs(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load_latest_loop_state(
+    out: str | Path,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    generators: dict[str, torch.Generator],
+    rank: int = 0,
+) -> dict[str, Any] | None:
+    """Restore the newest step folder under `out` that loads (what `save_loop_state` wrote) into
+    `modules`, `optimizer` and `generators`; returns its trainer state (None: no checkpoint yet).
+    Damaged or incomplete folders are skipped with a warning naming them, leftovers of a kill
+    during a write (`.tmp_step_*`) are removed, and when folders exist but none loads it is a
+    one-line error. Nothing is unpickled: tensors load with weights_only=True."""
+    root = Path(out) / "checkpoints"
+    if rank == 0 and root.is_dir():
+        for leftover in root.glob(".tmp_step_*"):
+            log.warning("removing '%s', left by a checkpoint write that did not finish", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+    tried = []
+    for path in reversed(step_dirs(out)):
+        problem = check_checkpoint(path)
+        if problem is None:
+            try:
+                for name, module in modules.items():
+                    load_weights(module, path / f"{name}.safetensors")
+                optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+                rng = torch.load(path / f"rng_{rank}.pt", weights_only=True)
+                for name, g in generators.items():
+                    g.set_state(rng[name])
+                return read_json(path / STATE_FILE)
+            except Exception as e:  # noqa: BLE001 - any damage: fall back to the previous one
+                problem = f"does not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        log.warning("skipping checkpoint '%s': %s", path, problem)
+        tried.append(path.name)
+    if tried:
+        raise UserError(
+            f"no checkpoint under '{root}' loads ({', '.join(tried)}); delete them to start over"
+        )
+    return None

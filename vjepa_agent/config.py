@@ -463,9 +463,24 @@ class WorldModelConfig:
     """Longest horizon of the latent prediction error evaluation."""
     log_every: int = 50
     """Steps between log lines."""
+    checkpoint_every: int = 500
+    """Steps between resumable checkpoints in out/checkpoints/step_XXXXXXXX (0 = none)."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept (an older one is deleted only after a newer one is written and checked)."""
+    resume: Literal["auto"] | None = None
+    """auto: continue from the newest checkpoint under out that loads (skipping damaged ones with a
+    warning), bit for bit as if never interrupted; None: start fresh."""
 
     def validate(self) -> None:
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(
+            self.checkpoint_every >= 0,
+            f"checkpoint_every must be >= 0, got {self.checkpoint_every}",
+        )
+        require(
+            self.keep_checkpoints >= 1,
+            f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}",
+        )
         require(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
         require(
             1 <= self.rollout_steps <= self.seq_len,

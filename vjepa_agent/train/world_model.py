@@ -539,6 +539,30 @@ def cache_latents(
     return torch.cat(parts)
 
 
+def _resume(cfg, out, modules, optimizer, generators, rank: int = 0) -> tuple[int, list]:
+    """With cfg.resume == "auto", restore the newest loadable checkpoint: (its step, its log
+    history); else (0, [])."""
+    if cfg.resume != "auto":
+        return 0, []
+    state = ckpt.load_latest_loop_state(out, modules, optimizer, generators, rank)
+    if state is None:
+        log.info("no checkpoint under %s yet: starting at step 0", out)
+        return 0, []
+    print(f"resuming from step {state['step']} of {out / 'checkpoints'}")
+    return int(state["step"]), list(state["history"])
+
+
+def _maybe_checkpoint(
+    cfg, out, done, modules, optimizer, generators, history, rank=0, barrier=lambda: None
+) -> None:
+    """Every cfg.checkpoint_every steps (not at the end: the final model is saved by _finish)."""
+    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+        state = {"history": history}
+        ckpt.save_loop_state(
+            out, done, modules, optimizer, generators, state, cfg.keep_checkpoints, rank, barrier
+        )
+
+
 def world_model_lr(cfg: WorldModelConfig, step: int) -> float:
     """The learning rate at `step`: 5 % warmup from lr / 10, then cosine to lr / 20."""
     return lr_at(
@@ -642,9 +666,18 @@ def train_world_model(
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
+    modules = {"model": model}
+    if target_encoder is not model.encoder:
+        modules["model_target"] = target_encoder
+    start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
     with torch_threads(1 if frozen and device.type == "cpu" else None):
-        history, start = [], time.perf_counter()
-        bar = tqdm(range(cfg.steps), desc="world model", disable=not progress, dynamic_ncols=True)
+        start = time.perf_counter()
+        bar = tqdm(
+            range(start_step, cfg.steps),
+            desc="world model",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         for step in bar:
             lr = world_model_lr(cfg, step)
             for g in optimizer.param_groups:
@@ -689,6 +722,7 @@ def train_world_model(
                 row["effective_rank"] = effective_rank(losses["latents"])
                 history.append(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
+            _maybe_checkpoint(cfg, out, step + 1, modules, optimizer, {"batches": gen}, history)
     train_seconds = time.perf_counter() - start
 
     # 3. held-out evaluation, save
@@ -778,16 +812,18 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     )
     rank = accelerator.process_index
     gen = seeding.generator("wm-batches", cfg.seed, rank)
-    objective = LearnedEncoderObjective(
-        model, target_encoder, cfg, seeding.generator("wm-sigreg", cfg.seed, rank)
-    )
+    reg_gen = seeding.generator("wm-sigreg", cfg.seed, rank)
+    objective = LearnedEncoderObjective(model, target_encoder, cfg, reg_gen)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
     sampler = WindowSampler(store, episodes, cfg.seq_len, device)
     params = encoder_params + others
-    history, start = [], time.perf_counter()
+    modules = {"model": model, **({"model_target": target_encoder} if ema_target else {})}
+    gens = {"batches": gen, "sigreg": reg_gen}
+    start_step, history = _resume(cfg, out, modules, optimizer, gens, rank)
+    start = time.perf_counter()
     bar = tqdm(
-        range(cfg.steps),
+        range(start_step, cfg.steps),
         desc="world model",
         disable=not (progress and accelerator.is_main_process),
         dynamic_ncols=True,
@@ -815,6 +851,17 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
             row["effective_rank"] = effective_rank(losses["latents"])
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ro=f"{row['rollout']:.4f}")
+        _maybe_checkpoint(
+            cfg,
+            out,
+            step + 1,
+            modules,
+            optimizer,
+            gens,
+            history,
+            rank,
+            accelerator.wait_for_everyone,
+        )
     train_seconds = time.perf_counter() - start
     # every rank holds the same weights (DDP); their checksums say so in the summary
     checksum = torch.tensor(

@@ -1,0 +1,118 @@
+"""World-model training checkpoints and resumes: a run killed during a checkpoint write and
+resumed with --resume auto ends with the weights and summary of a run never interrupted; damaged
+checkpoints are skipped with a warning."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import envs
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VIT = "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --latent-dim 16".split()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    envs.collect_rollouts(
+        "CartPole-v1", 600, out=root / "state", obs="state", seed=0, progress=False
+    )
+    envs.collect_rollouts(
+        "CartPole-v1",
+        400,
+        out=root / "pixels",
+        obs="pixels",
+        seed=0,
+        size=(16, 64),
+        frame_stack=4,
+        grayscale=True,
+        progress=False,
+    )
+    return root
+
+
+def train(*args, kill_at=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if kill_at:
+        env["VJEPA_AGENT_TEST_KILL_AT"] = kill_at
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_world_model.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+DETERMINISTIC = lambda s: {k: v for k, v in s.items() if k != "train_seconds"}  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "kind, extra",
+    [
+        ("state", ["--steps", "30", "--checkpoint-every", "10"]),
+        (
+            "pixels",
+            [
+                "--pixel-encoder",
+                "jepa",
+                "--steps",
+                "6",
+                "--checkpoint-every",
+                "2",
+                "--target-encoder",
+                "ema",
+                "--sigreg-weight",
+                "0.1",
+                "--batch-size",
+                "4",
+                "--seq-len",
+                "4",
+                "--rollout-steps",
+                "4",
+                *TINY_VIT,
+            ],
+        ),
+    ],
+)
+def test_killed_during_a_checkpoint_write_then_resumed_equals_uninterrupted(
+    stores, tmp_path, kind, extra
+):
+    common = ["--data", str(stores / kind), "--log-every", "1", *extra]
+    whole = train(*common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    second = "20" if kind == "state" else "4"
+    cut = train(
+        *common, "--out", str(tmp_path / "cut"), kill_at=f"world_model_before_rename:{second}"
+    )
+    assert cut.returncode != 0  # SIGKILLed while writing its second checkpoint
+    ckpts = tmp_path / "cut" / "checkpoints"
+    assert (ckpts / f".tmp_step_{int(second):08d}").is_dir()  # the half-written one
+    resumed = train(*common, "--out", str(tmp_path / "cut"), "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step" in resumed.stdout and not list(ckpts.glob(".tmp_step_*"))
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert DETERMINISTIC(sa) == DETERMINISTIC(sb)
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(stores, tmp_path):
+    common = ["--data", str(stores / "state"), "--out", str(tmp_path / "run"), "--log-every", "5"]
+    first = train(*common, "--steps", "20", "--checkpoint-every", "5", "--keep-checkpoints", "3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    newest = tmp_path / "run" / "checkpoints" / "step_00000015" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    again = train(*common, "--steps", "20", "--resume", "auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipping checkpoint" in again.stderr and "step_00000015" in again.stderr
+    assert "resuming from step 10" in again.stdout
+    # every checkpoint damaged: one line, no traceback
+    for folder in (tmp_path / "run" / "checkpoints").glob("step_*"):
+        (folder / "model.safetensors").write_bytes(b"garbage")
+    broken = train(*common, "--steps", "20", "--resume", "auto")
+    assert broken.returncode == 2 and "no checkpoint under" in broken.stderr
+    assert "Traceback" not in broken.stderr
