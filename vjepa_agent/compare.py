@@ -61,6 +61,11 @@ def compare_pretrain_defaults() -> PretrainConfig:
         # The library default (0.998 -> 1.0) is V-JEPA's, made for ~10^5 steps: over 10^3 steps it
         # would leave ~40% of the random initialisation in the probed teacher.
         ema=(0.99, 0.999),
+        # VICReg on the student's context tokens (JEPA only; MAE ignores it): without it the
+        # teacher's token variance collapses onto the clips' background colour and the probe
+        # falls below the random initialisation (docs/video_jepa.md)
+        regularizer="vicreg",
+        reg_weight=0.1,
         warmup_steps=50,
         log_every=10,
         monitor_every=10,
@@ -576,7 +581,7 @@ def plot_objectives(runs: list[dict], cfg: CompareConfig, path: Path) -> None:
         100 * chance, color="black", linestyle=":", linewidth=1, label="chance (majority class)"
     )
     ax.set(xlabel="nuisance noise strength", ylabel="probe top-1 accuracy (%)", ylim=(0, 100))
-    ax.set_title("Frozen probe vs noise, equal pretraining budget (mean ± std over seeds)")
+    ax.set_title("Frozen probe vs noise, equal budget (mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
