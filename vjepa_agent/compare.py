@@ -338,7 +338,9 @@ def launch_jobs(cfg: CompareConfig, plan: list[tuple[Variant, float, int]]) -> l
         )
         return result
 
-    print(f"{len(plan)} jobs, {jobs} at a time, {threads} thread(s) each", flush=True)
+    print(
+        f"{len(plan)} jobs, {jobs} at a time, {env['OMP_NUM_THREADS']} thread(s) each", flush=True
+    )
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(one, plan))
 
