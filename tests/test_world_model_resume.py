@@ -116,3 +116,21 @@ def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(stores, tmp_pat
     broken = train(*common, "--steps", "20", "--resume", "auto")
     assert broken.returncode == 2 and "no checkpoint under" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_a_diverging_run_stops_in_one_line(stores, tmp_path):
+    proc = train(
+        "--data",
+        str(stores / "state"),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "40",
+        "--lr",
+        "1e30",
+        "--log-every",
+        "5",
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "lower --lr" in lines[0] and "Traceback" not in proc.stderr

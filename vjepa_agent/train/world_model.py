@@ -27,7 +27,7 @@ from vjepa_agent import checkpoint as ckpt
 from vjepa_agent import seeding
 from vjepa_agent.config import WorldModelConfig, save_yaml
 from vjepa_agent.data.rollouts import RolloutStore
-from vjepa_agent.errors import require
+from vjepa_agent.errors import UserError, require
 from vjepa_agent.jepa import ema_update_
 from vjepa_agent.metrics import effective_rank
 from vjepa_agent.schedules import lr_at
@@ -713,7 +713,7 @@ def train_world_model(
                 ema_update_(target_encoder, model.encoder, cfg.ema)
             loss_value = float(losses["loss"].detach())
             if not math.isfinite(loss_value):
-                raise FloatingPointError(
+                raise UserError(
                     f"world-model loss is {loss_value} at step {step}; lower --lr"
                 )
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -844,7 +844,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
             if not math.isfinite(row["loss"]):
-                raise FloatingPointError(
+                raise UserError(
                     f"world-model loss is {row['loss']} at step {step + 1}; lower --lr"
                 )
             row["step"], row["lr"] = step + 1, lr
