@@ -713,9 +713,7 @@ def train_world_model(
                 ema_update_(target_encoder, model.encoder, cfg.ema)
             loss_value = float(losses["loss"].detach())
             if not math.isfinite(loss_value):
-                raise UserError(
-                    f"world-model loss is {loss_value} at step {step}; lower --lr"
-                )
+                raise UserError(f"world-model loss is {loss_value} at step {step}; lower --lr")
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
                 row["step"], row["lr"] = step + 1, lr
@@ -726,33 +724,23 @@ def train_world_model(
     train_seconds = time.perf_counter() - start
 
     # 3. held-out evaluation, save
-    return _finish(
-        model,
-        target_encoder,
-        store,
-        spec,
-        cfg,
-        train_ids,
-        holdout_ids,
-        history,
-        train_seconds,
-        device,
-        out,
-    )
+    run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
+    return _finish(model, target_encoder, history, train_seconds, device, out, **run)
 
 
 def _finish(
     model,
     target_encoder,
+    history,
+    train_seconds,
+    device,
+    out,
+    *,
     store,
     spec,
     cfg,
     train_ids,
     holdout_ids,
-    history,
-    train_seconds,
-    device,
-    out,
     extra=None,
 ):
     """Held-out evaluation and the state readout, then weights, config, metrics and summary."""
@@ -844,9 +832,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
             if not math.isfinite(row["loss"]):
-                raise UserError(
-                    f"world-model loss is {row['loss']} at step {step + 1}; lower --lr"
-                )
+                raise UserError(f"world-model loss is {row['loss']} at step {step + 1}; lower --lr")
             row["step"], row["lr"] = step + 1, lr
             row["effective_rank"] = effective_rank(losses["latents"])
             history.append(row)
@@ -872,19 +858,10 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     if not accelerator.is_main_process:
         return model.cpu(), {}
     # planning encodes with the student: measure the model as it will be used
+    run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
+    extra = {"world_size": accelerator.num_processes, "rank_weight_sums": checksums}
     wm, summary = _finish(
-        model,
-        model.encoder,
-        store,
-        spec,
-        cfg,
-        train_ids,
-        holdout_ids,
-        history,
-        train_seconds,
-        device,
-        out,
-        extra={"world_size": accelerator.num_processes, "rank_weight_sums": checksums},
+        model, model.encoder, history, train_seconds, device, out, **run, extra=extra
     )
     return wm, summary
 
