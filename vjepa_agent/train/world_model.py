@@ -259,7 +259,7 @@ def learned_encoder_losses(
     # 1. student and target latents
     z = model.encode(obs, batch["prev_action"], batch["valid"])  # (B, K+1, Z+A)
     with torch.no_grad():
-        if cfg.target_encoder == "stopgrad" or target_encoder is model.encoder:
+        if target_encoder is model.encoder:  # stop-gradient (and reconstruction): reuse z
             target = z[:, 1:].detach()
         else:
             target = model.encode(obs[:, 1:], actions, None, encoder=target_encoder)
