@@ -21,7 +21,11 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from envs.pixels import (
+from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
+from vjepa_agent.errors import UserError
+from vjepa_agent.threads import torch_threads
+
+from .pixels import (
     Crop,
     PixelObservation,
     check_env_id,
@@ -30,10 +34,7 @@ from envs.pixels import (
     resolve_crop,
     resolve_render_scale,
 )
-from envs.starts import ExploringStarts, StartRanges
-from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
-from vjepa_agent.errors import UserError
-from vjepa_agent.threads import torch_threads
+from .starts import ExploringStarts, StartRanges
 
 Policy = Callable[[np.ndarray], Any]
 
@@ -70,7 +71,7 @@ def collect_rollouts(
     (pixel mode), each episode is also written as an mp4. Memory: everything is held in memory
     until the end, about 2 * C * T * H * W bytes per transition in pixel mode; collect large
     data sets in several calls into the same `out`. `start_ranges` ({state index: (low, high)},
-    see `envs.starts`) starts every episode with those state components drawn uniformly.
+    see `vjepa_agent.envs.starts`) starts every episode with those state components drawn uniformly.
     """
     # Step 0: validate everything before any env runs.
     spec = check_env_id(env_id)

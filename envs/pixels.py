@@ -129,7 +129,7 @@ class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise UserError(
                 f"PixelObservation needs an env made with render_mode='rgb_array' but '{name}' has "
                 f"render_mode={env.render_mode!r}; create it with gym.make(..., render_mode='rgb_array') "
-                f"or use envs.make_env(..., obs='pixels')"
+                f"or use vjepa_agent.envs.make_env(..., obs='pixels')"
             )
         if frame_stack < 1:
             raise UserError(f"frame_stack must be at least 1, got {frame_stack}")

@@ -29,7 +29,7 @@ def default_start_ranges(env_id: str) -> StartRanges:
     """The preset start ranges of `env_id`, or a one-line `UserError` naming the envs with some."""
     if env_id not in DEFAULT_START_RANGES:
         raise UserError(
-            f"--exploring-starts has no start ranges for {env_id} (envs.starts.DEFAULT_START_RANGES "
+            f"--exploring-starts has no start ranges for {env_id} (vjepa_agent.envs.starts.DEFAULT_START_RANGES "
             f"has {sorted(DEFAULT_START_RANGES)}); drop the flag"
         )
     return DEFAULT_START_RANGES[env_id]

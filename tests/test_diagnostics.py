@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import envs
+from vjepa_agent import envs
 from vjepa_agent.config import DiagnoseConfig, WorldModelConfig
 from vjepa_agent.diagnostics import POSITION_BINS, fit_state_probe, run_diagnose
 from vjepa_agent.errors import UserError

@@ -10,9 +10,9 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
+from vjepa_agent.envs import POINT_GOAL_ID, PointGoalEnv, make_env  # noqa: E402
 
-import envs  # noqa: E402
-from envs import POINT_GOAL_ID, PointGoalEnv, make_env  # noqa: E402
+from vjepa_agent import envs  # noqa: E402
 from vjepa_agent.errors import UserError  # noqa: E402
 
 

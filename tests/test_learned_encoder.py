@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import envs
+from vjepa_agent import envs
 from vjepa_agent.agent import LatentObjective
 from vjepa_agent.config import EncoderConfig, WorldModelConfig
 from vjepa_agent.errors import UserError

@@ -4,9 +4,9 @@ it reads of CartPole's state across the whole track."""
 import numpy as np
 import pytest
 import torch
+from vjepa_agent.envs.starts import default_start_ranges
 
-import envs
-from envs.starts import default_start_ranges
+from vjepa_agent import envs
 from vjepa_agent.models.moments import MOMENTS, ObjectMoments, ink_directions
 
 RED, BLUE, WHITE = (220, 30, 30), (30, 60, 200), (255, 255, 255)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
+from vjepa_agent import envs
 from vjepa_agent.errors import UserError
 
 

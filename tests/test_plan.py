@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
+from vjepa_agent import envs
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import UserError

@@ -12,8 +12,8 @@ import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from vjepa_agent.envs import POINT_GOAL_ID, collect_rollouts  # noqa: E402
 
-from envs import POINT_GOAL_ID, collect_rollouts  # noqa: E402
 from vjepa_agent.data.rollouts import RolloutStore  # noqa: E402
 from vjepa_agent.errors import UserError  # noqa: E402
 

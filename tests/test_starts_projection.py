@@ -10,9 +10,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from vjepa_agent.envs.starts import ExploringStarts
 
-import envs
-from envs.starts import ExploringStarts
+from vjepa_agent import envs
 from vjepa_agent.config import EncoderConfig, WorldModelConfig
 from vjepa_agent.data.rollouts import RolloutStore
 from vjepa_agent.errors import UserError

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
-import envs
+from vjepa_agent import envs
 from vjepa_agent.config import EncoderConfig, WorldModelConfig
 from vjepa_agent.data.rollouts import RolloutStore
 from vjepa_agent.errors import UserError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-import envs
+from vjepa_agent import envs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --latent-dim 16".split()

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import envs
-from vjepa_agent import planning
+from vjepa_agent import envs, planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import CollectConfig, PlanConfig, PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import require
