@@ -1,16 +1,8 @@
-"""JEPA vs pixel reconstruction (MAE) across noise levels, and the EMA-teacher ablation.
+"""JEPA vs MAE across noise levels, and the EMA ablation: the `vjepa-compare` command, run from a checkout without installing.
 
-    python scripts/compare_objectives.py --out runs/compare                 # JEPA vs MAE at noise 0, 0.5, 1
-    python scripts/compare_objectives.py --out runs/ema --ablate ema        # EMA as configured vs momentum 0
-    python scripts/compare_objectives.py --out runs/compare_gpu --budget 10 # 10x the steps and videos
+    python scripts/compare_objectives.py --out runs/compare
 
-Every run pretrains the same encoder and predictor with the same masks, steps, batch and learning
-rate on the synthetic 'pretrain' split at one noise strength; its frozen encoder is then probed
-(attentive and linear) on 'probe_train' and scored on 'probe_test' at the same strength. Runs go
-in parallel processes (--jobs; default one per core, single-threaded, on a CPU). The default
-budget took 18 minutes (11 with --ablate ema) on 2 shared CPU cores. Shared pretraining settings
-are flags under --pretrain (e.g. --pretrain.encoder.dim 192). Writes results.md, compare.png and
-summary.json, and prints the path of summary.json last.
+The body is vjepa_agent/cli/compare_objectives.py; `--help` lists every flag.
 """
 
 import os
@@ -18,16 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vjepa_agent.compare import CompareConfig, run_compare  # noqa: E402
-from vjepa_agent.config import load_config  # noqa: E402
-from vjepa_agent.errors import cli_entry  # noqa: E402
-
-
-@cli_entry
-def main():
-    cfg = load_config(CompareConfig, description=__doc__)
-    run_compare(cfg)
-
+from vjepa_agent.cli.compare_objectives import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -1,32 +1,16 @@
-"""How much of the true state a pixel world model's latents hold (a diagnostic: it reads the
-simulator's state, which training and planning never see).
+"""What a pixel world model's latents hold of the true state: the `vjepa-diagnose` command, run from a checkout without installing.
 
-    python scripts/plan.py --env CartPole-v1 --obs state --out runs/cp-state      # a state model
-    python scripts/diagnose_pixel_model.py --model runs/plan-CartPole-v1-pixels/model \\
-        --data runs/plan-CartPole-v1-pixels/data --state-model runs/cp-state/model --episodes 10
+    python scripts/diagnose_pixel_model.py --model runs/plan-CartPole-v1-pixels/model
 
-Writes summary.json into --out: the held-out RMS error per state dimension of an MLP probe on
-encoded and on imagined latents (1 / 5 / 10 steps), and with --state-model the returns of the
-state model's planner acting on probe-read states beside true states plus noise of that error,
-with the probe-read errors by distance of state[0] from 0 (CartPole: the cart from the centre).
+The body is vjepa_agent/cli/diagnose_pixel_model.py; `--help` lists every flag.
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vjepa_agent.config import DiagnoseConfig, load_config  # noqa: E402
-from vjepa_agent.diagnostics import run_diagnose  # noqa: E402
-from vjepa_agent.errors import cli_entry  # noqa: E402
-
-
-@cli_entry
-def main():
-    cfg = load_config(DiagnoseConfig, description=__doc__)
-    print(json.dumps(run_diagnose(cfg), indent=1))
-
+from vjepa_agent.cli.diagnose_pixel_model import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

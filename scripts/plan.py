@@ -1,11 +1,8 @@
-"""Model-predictive control in latent space.
+"""Model-predictive control in latent space: the `vjepa-plan` command, run from a checkout without installing.
 
-    python scripts/plan.py --env CartPole-v1                    # pixels: collect, train, plan, report
-    python scripts/plan.py --env CartPole-v1 --obs state
-    python scripts/plan.py --env CartPole-v1 --model runs/cartpole-wm --episodes 20 --seed 7
-    python scripts/plan.py --env vjepa_agent/PointGoal-v0 --goal
+    python scripts/plan.py --env CartPole-v1
 
-Writes summary.json, an mp4 of the first episode and a plot into --out; prints summary.json last.
+The body is vjepa_agent/cli/plan.py; `--help` lists every flag.
 """
 
 import os
@@ -13,19 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vjepa_agent.config import PlanConfig, load_config  # noqa: E402
-from vjepa_agent.control import run_plan  # noqa: E402
-from vjepa_agent.errors import cli_entry  # noqa: E402
-
-
-@cli_entry
-def main():
-    cfg = load_config(PlanConfig, description=__doc__)
-    summary = run_plan(cfg)
-    for key in ("mean_return", "min_return", "env_steps_trained", "train_seconds", "ms_per_action"):
-        print(f"{key:>18}: {summary[key]:.4g}")
-    print(os.path.join(os.path.dirname(summary["plot"]), "summary.json"))
-
+from vjepa_agent.cli.plan import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

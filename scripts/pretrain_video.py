@@ -1,12 +1,8 @@
-"""Masked-video JEPA pretraining.
+"""Masked-video JEPA pretraining: the `vjepa-pretrain` command, run from a checkout without installing.
 
-    accelerate launch scripts/pretrain_video.py                       # synthetic videos, no data needed
-    accelerate launch scripts/pretrain_video.py --config configs/vitl16.yaml --data videos.csv --out runs/l16
-    accelerate launch scripts/pretrain_video.py --out runs/l16 --resume auto
+    accelerate launch scripts/pretrain_video.py --out runs/l16
 
-Every PretrainConfig field is a flag (`--help`); `--config FILE.yaml` supplies defaults.
-Bad input, and a run that diverges (`--max-bad-steps` non-finite steps in a row), stop with a
-one-line error and exit code 2.
+The body is vjepa_agent/cli/pretrain_video.py; `--help` lists every flag.
 """
 
 import os
@@ -14,16 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vjepa_agent.config import PretrainConfig, load_config  # noqa: E402
-from vjepa_agent.errors import cli_entry  # noqa: E402
-from vjepa_agent.train.pretrain import pretrain  # noqa: E402
-
-
-@cli_entry
-def main():
-    cfg = load_config(PretrainConfig, description=__doc__)
-    pretrain(cfg)
-
+from vjepa_agent.cli.pretrain_video import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """The library's own evidence: JEPA vs pixel reconstruction across noise, and the EMA ablation.
 
-`run_compare(CompareConfig)` is the body of `scripts/compare_objectives.py`. It runs one job per
+`run_compare(CompareConfig)` is the body of `vjepa-compare`. It runs one job per
 (variant, noise strength), each in its own process (one Accelerator per process), `jobs` at a time:
 
 1. Pretrain the variant on the synthetic 'pretrain' split at that strength. Every variant shares
@@ -27,106 +27,22 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 
-from vjepa_agent.config import (
-    EncoderConfig,
-    PredictorConfig,
-    PretrainConfig,
-    from_yaml,
-    save_yaml,
-    to_dict,
+from vjepa_agent.config import PretrainConfig, from_yaml, save_yaml, to_dict
+from vjepa_agent.errors import UserError, require_extra
+from vjepa_agent.eval_config import (  # noqa: F401  (defined there: --help needs no torch)
+    CompareConfig,
+    compare_pretrain_defaults,
 )
-from vjepa_agent.errors import UserError, require
-from vjepa_agent.probe import ProbeKind, extract_features, fit_and_evaluate
+from vjepa_agent.probe import extract_features, fit_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def compare_pretrain_defaults() -> PretrainConfig:
-    """The pretraining shared by every compared run: sized for 2 CPU cores (see README)."""
-    return PretrainConfig(
-        max_steps=1000,
-        synthetic_videos=2048,
-        batch_size=8,
-        frames_per_clip=8,
-        crop_size=64,
-        encoder=EncoderConfig(dim=96, depth=4, heads=4, patch_size=8),
-        predictor=PredictorConfig(dim=64, depth=2, heads=4),
-        # The library default (0.998 -> 1.0) is V-JEPA's, made for ~10^5 steps: over 10^3 steps it
-        # would leave ~40% of the random initialisation in the probed teacher.
-        ema=(0.99, 0.999),
-        # VICReg on the student's context tokens (JEPA only; MAE ignores it): without it the
-        # teacher's token variance collapses onto the clips' background colour and the probe
-        # falls below the random initialisation (docs/video_jepa.md)
-        regularizer="vicreg",
-        reg_weight=0.1,
-        warmup_steps=50,
-        log_every=10,
-        monitor_every=10,
-        checkpoint_every=0,
-        keep_checkpoints=1,
-    )
-
-
-@dataclass
-class CompareConfig:
-    """`scripts/compare_objectives.py`: JEPA vs MAE across noise levels, or the EMA ablation."""
-
-    out: Path = Path("runs/compare")
-    """Output folder: runs/, results.md, compare.png, summary.json."""
-    ablate: Literal["ema"] | None = None
-    """None = compare the objectives JEPA and MAE; 'ema' = JEPA with the configured EMA vs momentum 0."""
-    budget: float = 1.0
-    """Scales pretraining steps and all video counts (1 = 11-18 minutes on 2 CPU cores, measured)."""
-    noise_levels: tuple[float, ...] | None = None
-    """Nuisance strengths in [0, 1]; None = (0, 0.5, 1) for the objectives, (0, 1) for the EMA ablation."""
-    probes: tuple[ProbeKind, ...] = ("attentive", "linear")
-    """Frozen probes trained on each encoder."""
-    probe_train_videos: int = 1024
-    """Labelled videos the probes train on (split 'probe_train'; scaled by budget, at least 32)."""
-    probe_test_videos: int = 512
-    """Labelled videos the probes are scored on (split 'probe_test'; scaled by budget, at least 32)."""
-    probe_epochs: int = 40
-    """Probe training epochs over the cached features."""
-    random_baseline: bool = True
-    """Also probe the randomly initialised encoder (the common starting point of every run)."""
-    seeds: tuple[int, ...] = (0,)
-    """Pretraining seeds (initialisation, data order, masks); every number is reported as mean and std over them."""
-    jobs: int | None = None
-    """Runs at once, each in its own process; None = one per CPU core without a GPU (single-threaded each), 1 with one."""
-    pretrain: PretrainConfig = field(default_factory=compare_pretrain_defaults)
-    """The pretraining shared by every run; objective, synthetic_noise, out (and ema) are set per run."""
-
-    def levels(self) -> tuple[float, ...]:
-        if self.noise_levels is not None:
-            return tuple(self.noise_levels)
-        return (0.0, 1.0) if self.ablate == "ema" else (0.0, 0.5, 1.0)
-
-    def validate(self) -> None:
-        """Fail in one line before anything is trained."""
-        require(self.budget > 0, f"budget must be > 0, got {self.budget}")
-        levels = self.levels()
-        require(len(levels) >= 1, "pass at least one noise level")
-        require(all(0 <= x <= 1 for x in levels), f"noise levels must lie in [0, 1], got {levels}")
-        require(len(set(levels)) == len(levels), f"noise levels must be distinct, got {levels}")
-        require(len(self.probes) >= 1, "pass at least one probe (attentive, linear)")
-        require(self.probe_epochs >= 1, f"probe_epochs must be >= 1, got {self.probe_epochs}")
-        require(self.jobs is None or self.jobs >= 1, f"jobs must be >= 1, got {self.jobs}")
-        require(len(self.seeds) >= 1, "pass at least one seed")
-        require(
-            len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {self.seeds}"
-        )
-        require(
-            self.pretrain.data is None,
-            "the comparison uses the labelled synthetic videos; leave pretrain.data unset",
-        )
-        self.pretrain.validate()
 
 
 # ---------------------------------------------------------------------------- runs
@@ -353,6 +269,8 @@ def run_compare(cfg: CompareConfig) -> dict:
     from vjepa_agent.data.synthetic import NUM_CLASSES
 
     cfg.validate()
+    require_extra("tensorboard", "viz", "pretraining logs to TensorBoard")
+    require_extra("matplotlib", "viz", "the comparison plots its results (compare.png)")
     start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

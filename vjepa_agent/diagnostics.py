@@ -13,7 +13,7 @@ state an encoder's latent holds can be measured (never used for training or plan
    and the probe-read run does not, the latent's state is worse in closed loop than on the data:
    the errors are reported by bins of |state[0]| (CartPole: the cart's distance from the centre).
 
-`run_diagnose(DiagnoseConfig)` is the body of `scripts/diagnose_pixel_model.py`.
+`run_diagnose(DiagnoseConfig)` is the body of `vjepa-diagnose` (`scripts/diagnose_pixel_model.py`).
 """
 
 from __future__ import annotations

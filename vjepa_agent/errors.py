@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,16 @@ def require(condition: bool, message: str) -> None:
     """Raise `UserError(message)` unless `condition` holds."""
     if not condition:
         raise UserError(message)
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Raise a one-line `UserError` naming the pip extra that installs `module` unless it is
+    installed (checked without importing it). `purpose` says what needs it: "pretraining logs to
+    TensorBoard"."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"{purpose}, but {module} is not installed: pip install 'vjepa_agent[{extra}]'"
+        )
 
 
 def cli_entry(main: Callable[[], object]) -> Callable[[], object]:

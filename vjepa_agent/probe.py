@@ -11,16 +11,14 @@ probes then train for many epochs on that cache in seconds:
 `AttentiveProbe` follows V-JEPA's frozen evaluation: one learned query cross-attends over all
 tokens (multi-head, pre-LayerNorm, residual MLP), then a linear classifier. `LinearProbe` is a
 linear classifier on mean-pooled tokens, standardised without learned affine (MAE's linear probe).
-`run_eval_probe(ProbeConfig)` is the body of `scripts/eval_probe.py`.
+`run_eval_probe(ProbeConfig)` is the body of `vjepa-probe` (`scripts/eval_probe.py`).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,77 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from vjepa_agent.errors import UserError, require
-
-ProbeKind = Literal["attentive", "linear"]
-
-
-@dataclass
-class ProbeConfig:
-    """`scripts/eval_probe.py`: frozen-encoder probe on labelled videos."""
-
-    encoder: str | None = None
-    """Exported encoder folder (out/export) or a training run folder (required)."""
-    data: str | None = None
-    """Folder with one sub-folder per class, or a 'path label' CSV; None = the labelled synthetic videos."""
-    probe: ProbeKind = "attentive"
-    """attentive (one learned query cross-attending over all tokens) or linear (mean-pooled tokens)."""
-    which: Literal["teacher", "student"] = "teacher"
-    """Weights to probe: teacher (the exported encoder: EMA teacher for JEPA) or student."""
-    out: Path = Path("runs/probe")
-    """Output folder: summary.json, config.yaml."""
-    val_fraction: float = 0.2
-    """Fraction of each class held out for validation (--data only)."""
-    frames_per_clip: int | None = None
-    """Frames per clip; None = the encoder's pretraining value."""
-    crop_size: int | None = None
-    """Clip side in pixels; None = the encoder's pretraining value."""
-    frame_step: int = 4
-    """Stride between sampled frames (--data only; ignored when fps is set)."""
-    fps: float | None = None
-    """Sample clips at this frame rate instead of a fixed stride (--data only)."""
-    synthetic_train: int = 1024
-    """Synthetic probe-training videos (without --data)."""
-    synthetic_val: int = 512
-    """Synthetic probe-test videos (without --data; a disjoint split)."""
-    synthetic_noise: float = 0.0
-    """Nuisance strength in [0, 1] of the synthetic videos."""
-    epochs: int = 40
-    """Probe training epochs over the cached features."""
-    lr: float | None = None
-    """Peak AdamW learning rate; None = 1e-3 (attentive) / 1e-2 (linear)."""
-    weight_decay: float = 0.05
-    """AdamW weight decay of the probe."""
-    batch_size: int = 64
-    """Probe training batch size."""
-    extract_batch_size: int = 32
-    """Clips per encoder forward while caching features."""
-    seed: int = 0
-    """Seed for the split, the synthetic videos and the probe's initialisation."""
-    position: bool = True
-    """Also read the main object's position out of the tokens (linear, synthetic videos only)."""
-
-    def validate(self) -> None:
-        """Fail in one line before any model is built."""
-        require(self.encoder is not None, "pass --encoder with an export folder or a run folder")
-        require(
-            0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"
-        )
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        require(
-            self.synthetic_train >= 1 and self.synthetic_val >= 1,
-            "synthetic_train and synthetic_val must be >= 1",
-        )
-        require(
-            0 <= self.synthetic_noise <= 1,
-            f"synthetic_noise must be in [0, 1], got {self.synthetic_noise}",
-        )
-        if self.data is not None:
-            require(
-                Path(self.data).exists(),
-                f"data path '{self.data}' does not exist; pass a folder with class sub-folders or a 'path label' CSV",
-            )
-
+from vjepa_agent.eval_config import ProbeConfig, ProbeKind  # defined there: --help needs no torch
 
 # ---------------------------------------------------------------------------- features
 

@@ -135,7 +135,7 @@ class RolloutStore:
         if not path.is_dir():
             raise UserError(
                 f"rollout store '{path}' does not exist; collect rollouts first "
-                f"(scripts/collect_rollouts.py) or check the path"
+                f"(vjepa-collect) or check the path"
             )
         if not (path / "meta.json").is_file():
             raise UserError(

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from vjepa_agent.errors import UserError, require
 from vjepa_agent.seeding import generator
 
+# The decoders are the extra [video]; a dataset of video files checks that one is installed.
 try:  # decord is the fast path; on platforms without a wheel PyAV does all the decoding
     import decord
 except ImportError:  # pragma: no cover - depends on the platform
@@ -358,7 +359,8 @@ class VideoClipDataset(Dataset):
         check_crop_args(crop_size, crop_scale, crop_aspect)
         require(
             decord is not None or av is not None,
-            "no video decoder is installed; pip install decord2 (or av)",
+            "reading video files needs decord or PyAV, and neither is installed: "
+            "pip install 'vjepa_agent[video]'",
         )
         self.source = str(source)
         self.samples = list_videos(source)

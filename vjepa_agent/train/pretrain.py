@@ -23,7 +23,7 @@ from vjepa_agent import checkpoint as ckpt
 from vjepa_agent import schedules
 from vjepa_agent.config import PretrainConfig, save_yaml
 from vjepa_agent.data.video import collate_clips
-from vjepa_agent.errors import UserError
+from vjepa_agent.errors import UserError, require_extra
 from vjepa_agent.masking import mask_generator, sample_masks
 from vjepa_agent.metrics import effective_rank, embedding_std
 from vjepa_agent.train.data import make_loader
@@ -189,6 +189,8 @@ def train_step(
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, checkpoint, export; returns the summary (also written to out/summary.json)."""
     cfg.validate()
+    # Accelerate drops a tracker whose package is missing (a debug message), leaving no logs
+    require_extra("tensorboard", "viz", "pretraining logs to TensorBoard")
     out = Path(cfg.out)
     resume_from = ckpt.resolve_resume(cfg.resume, out)
     if cfg.resume is None and ckpt.checkpoint_dirs(out):
