@@ -91,7 +91,7 @@ def test_the_installed_commands_are_the_pyproject_ones():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("vjepa_agent is not installed (make install)")
     installed = {e.name: e.value for e in dist.entry_points if e.group == "console_scripts"}
-    assert installed == COMMANDS
+    assert installed == COMMANDS, "the installed metadata is older than pyproject: make install"
     bin_dir = Path(sys.executable).parent
     missing = [name for name in COMMANDS if not (bin_dir / name).exists()]
     assert not missing, f"not in {bin_dir}: {missing}"
