@@ -56,6 +56,17 @@ def test_diagnose_writes_probe_and_closed_loop_errors(models, tmp_path):
         steps = sum(b["steps"] for b in run["rms_by_position"])
         assert steps == run["returns"][0]  # CartPole: +1 per step, each step's error counted once
         assert all(b["from"] in POSITION_BINS for b in run["rms_by_position"])
+    # action effect: k steps of push-right minus push-left; CartPole's physics (explicit Euler,
+    # force 10 N) turns the pole back by about 0.0117 rad after 2 steps and 0.0703 after 4, moves
+    # the cart right, and does nothing to the position at k = 1 (not asked)
+    effect = s["action_effect"]
+    assert effect["actions"] == [0, 1]
+    assert effect["true_2"][2] == pytest.approx(-0.0117, abs=0.002)
+    assert effect["true_4"][2] == pytest.approx(-0.0703, abs=0.005)
+    assert effect["true_8"][0] > 0
+    for k in (2, 4, 8):
+        assert len(effect[f"imagined_{k}"]) == 4
+        assert all(0 <= v <= 1 for v in effect[f"sign_agreement_{k}"])
     # the noisy run draws Gaussian noise of the held-out RMS: its error is of that size
     ratio = torch.tensor(s["closed_loop_noise"]["rms"]) / torch.tensor(s["probe_rms"]["encoded"])
     assert ((ratio > 0.3) & (ratio < 2.5)).all(), ratio

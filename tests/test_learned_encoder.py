@@ -16,6 +16,7 @@ from vjepa_agent.train.world_model import (
     anti_collapse_terms,
     learned_encoder_losses,
     sigreg,
+    temporal_contrast,
     train_world_model,
 )
 from vjepa_agent.world_model import WorldModel
@@ -81,9 +82,36 @@ def test_each_anti_collapse_term_penalises_a_constant_latent():
     )
 
 
+def test_temporal_contrast_needs_each_step_told_apart():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(4, 6, 16, generator=gen)  # (B, K, Z)
+    # a constant latent cannot pick its own target among B * K: ln(B * K)
+    constant = torch.ones(4, 6, 16)
+    assert float(temporal_contrast(constant, constant, 0.1)) == pytest.approx(
+        math.log(24), rel=1e-5
+    )
+    # predictions equal to their targets score near 0; shifted one step within the window, they
+    # pick a neighbour's target and score high
+    assert float(temporal_contrast(target, target, 0.1)) < 0.05
+    shifted = torch.roll(target, 1, dims=1)
+    assert float(temporal_contrast(shifted, target, 0.1)) > 5
+    # a latent that only tells windows apart (constant within each) is left with ln(K)
+    per_window = target[:, :1].expand(4, 6, 16)
+    assert float(temporal_contrast(per_window, per_window, 0.01)) == pytest.approx(
+        math.log(6), rel=1e-3
+    )
+
+
 @pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
 def test_gradients_reach_the_student_not_the_target(store_dir, tmp_path, kind):
-    cfg = config(store_dir, tmp_path, pixel_encoder=kind, sigreg_weight=0.1, time_variance_weight=1)
+    cfg = config(
+        store_dir,
+        tmp_path,
+        pixel_encoder=kind,
+        sigreg_weight=0.1,
+        time_variance_weight=1,
+        contrast_weight=float(kind == "jepa"),
+    )
     model = train_world_model(cfg, progress=False)[0].train()
     target = copy.deepcopy(model.encoder).requires_grad_(False)
     store = envs.collect.RolloutStore.open(store_dir)

@@ -445,6 +445,13 @@ class WorldModelConfig:
     sigreg_weight: float = 0.0
     """jepa: weight of SIGReg (LeJEPA / LeWM; about 0.09 there): an Epps-Pulley test, on random
     1-D projections, that the batch of latents is a standard Gaussian in every direction."""
+    contrast_weight: float = 0.0
+    """jepa: weight of a temporal contrast (InfoNCE, as in CPC): each predicted next latent must
+    pick its own target among all the targets of the batch, the other steps of its own window
+    included, so the latent has to tell apart frames a step apart (a slow feature such as the
+    cart's position cannot), and only what the predictor can foresee helps it do so."""
+    contrast_temperature: float = 0.1
+    """jepa: temperature of the temporal contrast's cosine similarities."""
     reconstruction_weight: float = 1.0
     """reconstruction: weight of the pixel decoder's MSE on the normalised frames."""
     ema: float = 0.99
@@ -507,9 +514,14 @@ class WorldModelConfig:
             "covariance_weight",
             "time_variance_weight",
             "sigreg_weight",
+            "contrast_weight",
             "reconstruction_weight",
         ):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(
+            self.contrast_temperature > 0,
+            f"contrast_temperature must be > 0, got {self.contrast_temperature}",
+        )
         if self.pixel_encoder in ("jepa", "reconstruction"):
             require(
                 self.latent == "compact" and not self.pca_dim,

@@ -7,7 +7,11 @@ state an encoder's latent holds can be measured (never used for training or plan
    state, trained on the store's training episodes; `probe_errors` gives its RMS error per state
    dimension on held-out episodes, on encoded latents and on latents the predictor imagined
    1 / 5 / 10 steps ahead from them (with the actions that were taken).
-2. `closed_loop`: a *state* world model and its planner act on the state the probe reads from
+2. `action_effect`: what k steps of one constant action rather than another do to the state,
+   in imagination (the probe read on the predictor's rollout from encoded latents) and in the
+   simulator (from the same true states): a planner can only rank actions by effects its model
+   imagines at about their true size and sign.
+3. `closed_loop`: a *state* world model and its planner act on the state the probe reads from
    the pixel latents, in real episodes. Beside it, the same planner on the true state plus
    Gaussian noise of the held-out RMS (independent at each step). If the noisy-state run balances
    and the probe-read run does not, the latent's state is worse in closed loop than on the data:
@@ -19,6 +23,7 @@ state an encoder's latent holds can be measured (never used for training or plan
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +114,60 @@ def probe_errors(
     return out
 
 
+ACTION_EFFECT_STEPS = (2, 4, 8)
+
+
+def action_effect(
+    wm: WorldModel,
+    probe: StateProbe,
+    lat: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+    limit: int = 256,
+) -> dict[str, Any] | None:
+    """Discrete actions, envs whose `unwrapped.state` is the observation (CartPole): from up to
+    `limit` held-out states, k steps of the last action minus k steps of the first, per state
+    dimension, imagined (probe on the rollout) and true (the simulator from the same state);
+    mean over states, and the fraction of states where the imagined sign is the true one.
+    None where the env cannot be set to a state."""
+    import gymnasium as gym
+
+    space = wm.env["action_space"]
+    if space.get("type") != "Discrete":
+        return None
+    env = gym.make(wm.env["env_id"]).unwrapped
+    env.reset(seed=0)
+    state_shape = np.shape(getattr(env, "state", None))
+    if state_shape != tuple(lat["state"].shape[1:]):
+        return None
+    rows = rows[:limit]
+    first, last = int(space.get("start", 0)), int(space.get("start", 0)) + int(space["n"]) - 1
+    out: dict[str, Any] = {"actions": [first, last]}
+    for k in ACTION_EFFECT_STEPS:
+        with torch.no_grad():
+            ends = [
+                probe(wm.rollout(lat["latent"][rows], torch.full((len(rows), k), a))[:, -1])
+                for a in (first, last)
+            ]
+        imagined = ends[1] - ends[0]  # (M, O)
+        true = []
+        with warnings.catch_warnings():  # the physics goes on past termination: that is wanted
+            warnings.simplefilter("ignore", UserWarning)
+            for state in lat["state"][rows].numpy():
+                end = []
+                for a in (first, last):
+                    env.state = state.astype(np.float64).copy()
+                    for _ in range(k):
+                        env.step(a)
+                    end.append(np.asarray(env.state, dtype=np.float32))
+                true.append(end[1] - end[0])
+        true = torch.as_tensor(np.array(true))
+        out[f"imagined_{k}"] = imagined.mean(0).tolist()
+        out[f"true_{k}"] = true.mean(0).tolist()
+        out[f"sign_agreement_{k}"] = (imagined.sign() == true.sign()).float().mean(0).tolist()
+    env.close()
+    return out
+
+
 def closed_loop_setup(cfg: DiagnoseConfig, wm: WorldModel):
     """The state model's MPC agent and the pixel env the diagnosed model saw, built once."""
     from vjepa_agent import control
@@ -191,6 +250,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     probe = fit_state_probe(lat["latent"][train], lat["state"][train], cfg.probe_steps, cfg.seed)
     summary: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data)}
     summary["probe_rms"] = probe_errors(wm, probe, lat, held)
+    summary["action_effect"] = action_effect(wm, probe, lat, held)
     if cfg.state_model is not None:
         setup = closed_loop_setup(cfg, wm)
         summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, setup, None)

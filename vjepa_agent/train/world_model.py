@@ -210,6 +210,16 @@ def sigreg(z: torch.Tensor, generator: torch.Generator, projections: int = 64) -
     return (err * gauss).mean() * z.shape[0]
 
 
+def temporal_contrast(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE of predicted latents pred (B, K, Z) against targets (B, K, Z): row (b, k) must score
+    its own target highest, by cosine similarity / temperature, among all B * K targets (the
+    other K - 1 steps of its window are the hard negatives). ln(B * K) for a constant latent."""
+    p = F.normalize(pred.flatten(0, 1), dim=-1)
+    y = F.normalize(target.flatten(0, 1), dim=-1)
+    logits = p @ y.T / temperature  # (B*K, B*K)
+    return F.cross_entropy(logits, torch.arange(len(p), device=p.device))
+
+
 def anti_collapse_terms(
     z: torch.Tensor, cfg: WorldModelConfig, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
@@ -264,6 +274,8 @@ def learned_encoder_losses(
         else:
             target = model.encode(obs[:, 1:], actions, None, encoder=target_encoder)
     target_obs = model.observation_part(target)
+    # the contrast's targets keep their gradient when they are the student's own latents
+    contrast_target = target if target_encoder is not model.encoder else z[:, 1:]
     rho = cfg.rollout_discount ** torch.arange(k, device=z.device, dtype=z.dtype)  # (K,)
     # 2. teacher forcing and rollout
     pred = model.predict_sequence(z[:, :-1], actions)  # (B, K, Z+A)
@@ -325,6 +337,15 @@ def learned_encoder_losses(
             + cfg.time_variance_weight * terms["time_variance"]
             + cfg.sigreg_weight * terms["sigreg"]
         )
+        terms["contrast"] = torch.zeros((), device=z.device)
+        if cfg.contrast_weight:
+            # one-step predictions and the K-step imagined rollout, each against every target
+            targets = model.observation_part(contrast_target)
+            terms["contrast"] = 0.5 * sum(
+                temporal_contrast(model.observation_part(p), targets, cfg.contrast_temperature)
+                for p in (pred, roll)
+            )
+            total = total + cfg.contrast_weight * terms["contrast"]
         g = cfg.inverse_gap
         if cfg.inverse_weight and g <= k:
             logits = model.inverse_dynamics(z_obs[:, :-g], z_obs[:, g:])  # (B, K+1-g, A)
