@@ -32,6 +32,7 @@ def tiny_model(action=DISCRETE, **cfg) -> WorldModel:
     torch.manual_seed(0)
     wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1, **cfg), spec).eval()
     torch.nn.init.normal_(wm.predictor.latent_out.weight, std=0.3)  # latents that move
+    torch.nn.init.normal_(wm.predictor.action_in.weight, std=1.0)  # ... with the action
     return wm
 
 
