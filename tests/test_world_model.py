@@ -414,3 +414,17 @@ def test_encode_takes_numpy_and_predict_takes_python_actions():
         WorldModelConfig(encoder=TINY_ENC, latent_dim=8, predictor_dim=32), pixel_spec()
     )
     assert pix.encode(frames, np.array([0, 1])).shape == (2, pix.latent_dim)
+
+
+def test_torchrl_env_without_torchrl_names_the_extra(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torchrl" else find_spec(name, *a),
+    )
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec())
+    with pytest.raises(UserError, match=r"vjepa_agent\[torchrl\]"):
+        wm.as_torchrl_env()
