@@ -391,3 +391,40 @@ def test_failure_head_old_folders_and_objective(tmp_path):
     assert old.failure_head is None
     with pytest.raises(UserError, match="no failure head"):
         old.failure_logits(traj)
+
+
+def test_encode_takes_numpy_and_predict_takes_python_actions():
+    import numpy as np
+
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec()).eval()
+    obs = np.random.default_rng(0).normal(size=(3, 4))  # float64, as gymnasium returns states
+    z = wm.encode(obs)
+    torch.testing.assert_close(z, wm.encode(torch.as_tensor(obs)))
+    torch.testing.assert_close(wm.predict(z[0], 1), wm.predict(z[:1], torch.tensor([1]))[0])
+    torch.testing.assert_close(
+        wm.predict(z, np.array([0, 1, 1])), wm.predict(z, torch.tensor([0, 1, 1]))
+    )
+    with pytest.raises(UserError, match=r"integers in \[0, 2\)"):
+        wm.predict(z[0], 2)
+    box = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec(BOX)).eval()
+    zb = box.encode(obs[0])
+    torch.testing.assert_close(box.predict(zb, [0.5]), box.predict(zb, torch.tensor([0.5])))
+    frames = np.zeros((2, 3, 2, 32, 32), dtype=np.uint8)
+    pix = WorldModel(
+        WorldModelConfig(encoder=TINY_ENC, latent_dim=8, predictor_dim=32), pixel_spec()
+    )
+    assert pix.encode(frames, np.array([0, 1])).shape == (2, pix.latent_dim)
+
+
+def test_torchrl_env_without_torchrl_names_the_extra(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torchrl" else find_spec(name, *a),
+    )
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), state_spec())
+    with pytest.raises(UserError, match=r"vjepa_agent\[torchrl\]"):
+        wm.as_torchrl_env()

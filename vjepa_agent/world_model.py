@@ -32,6 +32,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -382,18 +383,42 @@ class WorldModel(nn.Module):
     # ---- the API ----
     def encode(
         self,
-        obs: torch.Tensor,
-        prev_action: torch.Tensor | None = None,
-        valid: torch.Tensor | None = None,
+        obs: torch.Tensor | np.ndarray,
+        prev_action: torch.Tensor | np.ndarray | None = None,
+        valid: torch.Tensor | np.ndarray | None = None,
         encoder: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Observations (..., C, T, H, W) uint8 or (..., O) -> latents (..., Z) or (..., N, D).
+        """Observations (..., C, T, H, W) uint8 or (..., O), tensors or numpy arrays -> latents
+        (..., Z) or (..., N, D).
 
         Compact pixel latents also take the action taken before each observation, `prev_action`
         as `predict` takes actions (None or `valid` False: a first observation after a reset).
         `encoder` replaces this model's (training passes the EMA target encoder).
         """
+        obs, valid = self._as_tensor(obs), self._as_tensor(valid)
+        prev_action = self._as_action(prev_action)
         return self._encode_with(encoder or self.encoder, obs, prev_action, valid)
+
+    def _as_tensor(self, x: Any) -> Any:
+        """numpy arrays (or lists) -> tensors on this model's device; tensors and None as given."""
+        if x is None or isinstance(x, torch.Tensor):
+            return x
+        return torch.as_tensor(np.asarray(x), device=next(self.parameters()).device)
+
+    def _as_action(self, action: Any) -> Any:
+        """Actions as the env takes them (tensor, numpy, Python int or float, list) -> a tensor;
+        Discrete indices given outside torch are checked against the action space."""
+        if action is None or isinstance(action, torch.Tensor):
+            return action
+        a = self._as_tensor(action)
+        if self.action_kind == "discrete":
+            start = int(self.env["action_space"].get("start", 0))
+            require(
+                not a.is_floating_point()
+                and bool(((a >= start) & (a < start + self.action_dim)).all()),
+                f"Discrete actions are integers in [{start}, {start + self.action_dim}), got {action!r}",
+            )
+        return a
 
     def _encode_with(self, fn, obs, prev_action, valid) -> torch.Tensor:
         """fn over the observations' flattened leading dims, then the previous-action features."""
@@ -450,8 +475,13 @@ class WorldModel(nn.Module):
             out = self.predictor(self._step_tokens(latents), feats)
         return self.with_prev_action(out[:, :, 0], feats) if self.compact else out
 
-    def predict(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One step: z (..., *latent), action (...) long or (..., A) float -> z_next (..., *latent)."""
+    def predict(
+        self, z: torch.Tensor, action: torch.Tensor | np.ndarray | int | float | list
+    ) -> torch.Tensor:
+        """One step: z (..., *latent), action (...) long or (..., A) float -> z_next (..., *latent).
+
+        `action` may also be a Python int (Discrete), a float or list (Box), or a numpy array."""
+        action = self._as_action(action)
         horizon_axis = action.ndim - 1 if self.action_kind == "continuous" else action.ndim
         traj = self.rollout(z, action.unsqueeze(horizon_axis))  # (..., 1, *latent)
         return traj.select(traj.ndim - 1 - self._latent_ndim(), 0)
@@ -519,18 +549,40 @@ class WorldModel(nn.Module):
 
     # ---- adapters ----
     def as_tensordict_module(self):
-        """A TensorDictModule mapping ("latent", "action") -> ("next", "latent") (TorchRL convention)."""
+        """A TensorDictModule mapping ("latent", "action") -> ("next", "latent"): one transition, as
+        stored data lays it out. A TorchRL env steps with `as_torchrl_env`, which writes root keys."""
         from tensordict.nn import TensorDictModule
 
         return TensorDictModule(
             _PredictStep(self), in_keys=["latent", "action"], out_keys=[("next", "latent")]
         )
 
+    def as_torchrl_env(self, start: torch.Tensor | None = None, **kwargs):
+        """A TorchRL `ModelBasedEnvBase` stepping inside this model: `env.rollout(H, policy)`
+        imagines H steps (latent, reward and terminated from this model, equal to `rollout`,
+        `reward` and `termination(...) > termination_threshold`). Resets draw start latents
+        (K, *latent) from `start`, or take `env.reset(td, set_state=True)`'s "latent". Needs the
+        `[torchrl]` extra; keyword arguments: `batch_size`, `termination_threshold`
+        (`vjepa_agent.torchrl_env.WorldModelEnv`)."""
+        from vjepa_agent.errors import require_extra
+
+        require_extra("torchrl", "torchrl", "as_torchrl_env builds a TorchRL env")
+        from vjepa_agent.torchrl_env import WorldModelEnv
+
+        return WorldModelEnv(self, start, **kwargs)
+
     def imagined_env(self, real_env, **kwargs):
         """A gymnasium.Env that steps inside this model, reset from real observations of `real_env`."""
         from vjepa_agent.imagined_env import ImaginedEnv
 
         return ImaginedEnv(self, real_env, **kwargs)
+
+    def imagined_vector_env(self, real_env, num_envs: int, **kwargs):
+        """A gymnasium VectorEnv of `num_envs` imagined envs stepped in one predictor call (same-step
+        autoreset from real observations of `real_env`); equal to `num_envs` `imagined_env`s."""
+        from vjepa_agent.imagined_env import ImaginedVectorEnv
+
+        return ImaginedVectorEnv(self, real_env, num_envs, **kwargs)
 
     # ---- persistence ----
     def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
