@@ -119,16 +119,17 @@ ACTION_EFFECT_STEPS = (2, 4, 8)
 
 def action_effect(
     wm: WorldModel,
-    probe: StateProbe,
+    obs_probe: StateProbe,
     lat: dict[str, torch.Tensor],
     rows: torch.Tensor,
     limit: int = 256,
 ) -> dict[str, Any] | None:
     """Discrete actions, envs whose `unwrapped.state` is the observation (CartPole): from up to
     `limit` held-out states, k steps of the last action minus k steps of the first, per state
-    dimension, imagined (probe on the rollout) and true (the simulator from the same state);
-    mean over states, and the fraction of states where the imagined sign is the true one.
-    None where the env cannot be set to a state."""
+    dimension, imagined (`obs_probe` on the rollout's observation part: a probe that also reads
+    the previous-action features would turn the action itself into an effect) and true (the
+    simulator from the same state); mean over states, and the fraction of states where the
+    imagined sign is the true one. None where the env cannot be set to a state."""
     import gymnasium as gym
 
     space = wm.env["action_space"]
@@ -145,7 +146,11 @@ def action_effect(
     for k in ACTION_EFFECT_STEPS:
         with torch.no_grad():
             ends = [
-                probe(wm.rollout(lat["latent"][rows], torch.full((len(rows), k), a))[:, -1])
+                obs_probe(
+                    wm.observation_part(
+                        wm.rollout(lat["latent"][rows], torch.full((len(rows), k), a))[:, -1]
+                    )
+                )
                 for a in (first, last)
             ]
         imagined = ends[1] - ends[0]  # (M, O)
@@ -250,7 +255,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     probe = fit_state_probe(lat["latent"][train], lat["state"][train], cfg.probe_steps, cfg.seed)
     summary: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data)}
     summary["probe_rms"] = probe_errors(wm, probe, lat, held)
-    summary["action_effect"] = action_effect(wm, probe, lat, held)
+    obs_probe = fit_state_probe(
+        wm.observation_part(lat["latent"][train]), lat["state"][train], cfg.probe_steps, cfg.seed
+    )
+    summary["action_effect"] = action_effect(wm, obs_probe, lat, held)
     if cfg.state_model is not None:
         setup = closed_loop_setup(cfg, wm)
         summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, setup, None)
