@@ -22,7 +22,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from vjepa_agent.data.rollouts import RolloutStore, describe_space, write_episode_videos
-from vjepa_agent.errors import UserError
+from vjepa_agent.errors import UserError, require
 from vjepa_agent.threads import torch_threads
 
 from .pixels import (
@@ -57,6 +57,7 @@ def collect_rollouts(
     render_scale: int | Literal["auto"] = "auto",
     start_ranges: StartRanges | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    sticky_actions: float = 0.0,
 ) -> TensorDict:
     """Run `num_envs` copies of `env_id` for `steps` transitions in total; return them, batch [steps].
 
@@ -64,7 +65,11 @@ def collect_rollouts(
     uint8 in pixel mode or (num_envs, *O) in state mode, and returns num_envs actions (numpy,
     torch or list); a policy with an `episodes_ended(done)` method is told (bool (num_envs,))
     which envs were reset after each step (`MPCAgent` is such a policy); None samples uniformly from the action space, seeded by `seed`. Sub-env i
-    is reset with seed `seed + i`.
+    is reset with seed `seed + i`. `sticky_actions` p (random policy only): each env repeats its
+    previous action with probability p and draws a fresh one otherwise (and after a reset), so
+    runs of one action last 2 / (1 - p) steps on average with two actions instead of 2: pushes
+    that act over several steps, whose effects a model can see (CartPole moves the pole only from
+    the second step after a push, by 0.0116 rad).
 
     With `out`, the data is appended as one chunk to the `RolloutStore` there (created if
     missing; an existing store must match env, obs, size and frame_stack). With `video_dir`
@@ -73,6 +78,7 @@ def collect_rollouts(
     data sets in several calls into the same `out`. `start_ranges` ({state index: (low, high)},
     see `vjepa_agent.envs.starts`) starts every episode with those state components drawn uniformly.
     """
+    require(0 <= sticky_actions < 1, f"sticky_actions must be in [0, 1), got {sticky_actions}")
     # Step 0: validate everything before any env runs.
     spec = check_env_id(env_id)
     if obs not in ("pixels", "state"):
@@ -134,7 +140,7 @@ def collect_rollouts(
     # frames are small: extra threads only fight over the cores (30x slower under load)
     try:
         with torch_threads(1):
-            td = _run(envs, steps, pixels, policy, seed, progress, env_id)
+            td = _run(envs, steps, pixels, policy, seed, progress, env_id, sticky_actions)
         fps = int(envs.metadata.get("render_fps") or 20)
         action_space = describe_space(envs.single_action_space)
     finally:
@@ -173,6 +179,7 @@ def _run(
     seed: int,
     progress: bool,
     env_id: str,
+    sticky_actions: float = 0.0,
 ) -> TensorDict:
     """Step `envs` ceil(steps / E) times; return `steps` transitions ordered by (episode, step)."""
     E = envs.num_envs
@@ -221,14 +228,21 @@ def _run(
     next_provisional = E
     finished: list[int] = []  # provisional ids in order of completion
 
+    sticky_rng = np.random.default_rng([seed, 1])  # only drawn from when sticky_actions > 0
+    last_actions, fresh = None, np.ones(E, bool)  # fresh: reset since the last action
     bar = tqdm(total=steps, disable=not progress, unit="step", desc=f"collect {env_id}")
     for t in range(n_vec):
         if policy is None:
             actions = envs.action_space.sample()
+            if sticky_actions and last_actions is not None:
+                keep = (sticky_rng.random(E) < sticky_actions) & ~fresh
+                actions[keep] = last_actions[keep]
+            last_actions = actions.copy()
         else:
             actions = _as_actions(policy(obs_b), E, act_shape, act_dtype)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
+        fresh = done
         if done.any() and hasattr(policy, "episodes_ended"):
             policy.episodes_ended(done)  # a stateful policy (e.g. MPCAgent) forgets those envs
 

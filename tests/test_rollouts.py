@@ -96,6 +96,30 @@ def test_same_seed_same_data():
     assert (a == b).all()
 
 
+@pytest.mark.parametrize("p", [0.0, 0.75])
+def test_sticky_actions_repeat_the_previous_action_within_episodes(p):
+    td = collect_rollouts(
+        "CartPole-v1", 4000, obs="state", num_envs=4, progress=False, seed=3, sticky_actions=p
+    )
+    a, step = td["action"], td["step"]
+    same_ep = torch.nonzero(step[1:] == step[:-1] + 1).squeeze(1)  # rows t, t + 1 of one episode
+    repeats = (a[same_ep + 1] == a[same_ep]).float().mean()
+    # kept with probability p, else a fresh uniform draw that equals the last half the time
+    assert float(repeats) == pytest.approx(p + (1 - p) / 2, abs=0.03)
+    # one env: the first action of an episode is a fresh draw, not the last episode's last one
+    one = collect_rollouts(
+        "CartPole-v1", 3000, obs="state", num_envs=1, progress=False, seed=3, sticky_actions=p
+    )
+    firsts = torch.nonzero(one["step"] == 0).squeeze(1)[1:]  # episodes follow each other
+    tied = (one["action"][firsts] == one["action"][firsts - 1]).float().mean()
+    assert float(tied) == pytest.approx(0.5, abs=0.1)
+
+
+def test_sticky_actions_out_of_range_is_one_line():
+    with pytest.raises(UserError, match=r"sticky_actions must be in \[0, 1\)"):
+        collect_rollouts("CartPole-v1", 10, obs="state", progress=False, sticky_actions=1.0)
+
+
 def test_policy_callable():
     calls = []
 

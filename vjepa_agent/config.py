@@ -562,6 +562,9 @@ class CollectConfig:
     """Single-channel frames."""
     video_dir: Path | None = None
     """Also write each episode as mp4 here (for pretrain_video.py --data)."""
+    sticky_actions: float = 0.0
+    """Probability that the random policy repeats an env's previous action instead of drawing a
+    fresh one, in [0, 1): longer pushes, whose effects a model can see."""
     exploring_starts: bool = False
     """Start episodes with some state components drawn uniformly (envs.starts.DEFAULT_START_RANGES;
     CartPole: the cart anywhere within 1.5 m of the centre) instead of the env's own resets."""
@@ -652,6 +655,8 @@ class PlanConfig(PlannerConfig):
     """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
     moments for CartPole, vit elsewhere). jepa and reconstruction collect frames in the env
     preset's `learned_frames` format (CartPole: 32 x 128 grey)."""
+    sticky_actions: float = 0.0
+    """The random-policy data's `CollectConfig.sticky_actions`."""
     exploring_starts: bool | None = None
     """Collection episodes (random and planner rounds) start with some state components drawn
     uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart

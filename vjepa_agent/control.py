@@ -131,6 +131,9 @@ def frame_format(cfg: PlanConfig) -> dict[str, Any]:
 def check_inputs(cfg: PlanConfig) -> gym.Env:
     """All the one-line errors, before any training: env, obs mode, planner, goal, model."""
     envs.pixels.check_env_id(cfg.env)
+    require(
+        0 <= cfg.sticky_actions < 1, f"sticky_actions must be in [0, 1), got {cfg.sticky_actions}"
+    )
     kwargs = {}
     if cfg.obs == "state" and "rgb_array" in _render_modes(cfg.env):
         kwargs["render_mode"] = "rgb_array"  # for the episode video only
@@ -233,7 +236,14 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(
-            cfg.env, steps, out=data, obs=cfg.obs, num_envs=4, seed=cfg.seed, **collect_kwargs
+            cfg.env,
+            steps,
+            out=data,
+            obs=cfg.obs,
+            num_envs=4,
+            seed=cfg.seed,
+            sticky_actions=cfg.sticky_actions,
+            **collect_kwargs,
         )
     for r in range(rounds + 1):
         last = r == rounds

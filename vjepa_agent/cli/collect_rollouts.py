@@ -28,6 +28,7 @@ def main():
         grayscale=cfg.grayscale,
         video_dir=cfg.video_dir,
         start_ranges=ranges,
+        sticky_actions=cfg.sticky_actions,
     )
     print(cfg.out)
 
