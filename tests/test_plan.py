@@ -115,10 +115,6 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         "600",
         "--train-steps",
         "30",
-        "--rounds",  # one model-based round: 100 more steps collected with the planner, retrain
-        "1",
-        "--round-steps",
-        "100",
         "--max-episode-steps",
         "40",
         "--horizon",
@@ -145,7 +141,7 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         "planner",
     ):
         assert key in s, key
-    assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 700
+    assert s["episodes"] == 2 and len(s["returns"]) == 2 and s["env_steps_trained"] == 600
     assert all(1 <= r <= 40 for r in s["returns"])
     assert (out / "episode.mp4").stat().st_size > 1000 and (out / "plan.png").stat().st_size > 1000
     import decord
@@ -180,8 +176,6 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         ),
         (["--env", "CartPole-v1", "--goal"], "--goal needs an env with a goal image"),
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
-        (["--env", "CartPole-v1", "--explore", "1.5"], "explore must be in [0, 1]"),
-        (["--env", "CartPole-v1", "--rounds", "-1"], "rounds must be >= 0"),
         (["--env", "Pendulum-v1", "--exploring-starts", "True"], "no start ranges for Pendulum-v1"),
         (["--env", "CartPole-v1", "--pca-dim", "-1"], "pca_dim must be >= 0"),
         (["--env", "CartPole-v1", "--pca-dim", "64"], "--pca-dim is for the ViT encoder"),

@@ -100,7 +100,7 @@ def _spec(store):
 def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tmp_path):
     """plan.py pixels end to end at a tiny budget: spread starts in the data, a pca_dim model."""
     out = tmp_path / "run"
-    args = "--collect-steps 300 --train-steps 20 --rounds 0 --pca-dim 64 --pixel-encoder vit"
+    args = "--collect-steps 300 --train-steps 20 --pca-dim 64 --pixel-encoder vit"
     args += " --exploring-starts True"
     args += " --episodes 1"
     args += " --max-episode-steps 10 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video"

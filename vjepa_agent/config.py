@@ -633,13 +633,6 @@ class PlanConfig(PlannerConfig):
     failure_logit_weight: float | None = None
     """Weight of the failure head's logits summed over the horizon, about minus the predicted steps
     left before failure (None = the env preset; needs a model trained with a failure head)."""
-    rounds: int | None = None
-    """Model-based rounds after the random-policy data: collect `round_steps` with the planner
-    (plus `explore` random actions), retrain on everything (None = the env preset)."""
-    round_steps: int | None = None
-    """Environment steps collected with the planner per round (None = the env preset)."""
-    explore: float = 0.2
-    """Probability of a uniformly random action while collecting with the planner."""
     collect_steps: int | None = None
     """Random-policy environment steps for training (None = the env preset)."""
     frame_stack: int | None = None
@@ -658,7 +651,7 @@ class PlanConfig(PlannerConfig):
     sticky_actions: float = 0.0
     """The random-policy data's `CollectConfig.sticky_actions`."""
     exploring_starts: bool | None = None
-    """Collection episodes (random and planner rounds) start with some state components drawn
+    """Collection episodes start with some state components drawn
     uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart
     anywhere within 1.5 m of the centre); evaluation episodes always start from the env's own
     resets. None = the env preset (on for CartPole pixels); `--exploring-starts False` turns it off."""

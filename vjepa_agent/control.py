@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,12 @@ _CARTPOLE = dict(
     termination_logit_weight={"pixels": 1.0, "state": 0.0},
     reward_weight={"pixels": 0.0, "state": 1.0},
     # pixels: object moments (translation-equivariant: the pole is read wherever the cart
-    # is) on random-policy data whose episodes start anywhere in +-1.5 m, 10k steps, no
-    # planner rounds, an 8-step rollout loss: 476.4 / 500 / 500 / 478.6 for seeds 0-3
+    # is) on random-policy data whose episodes start anywhere in +-1.5 m, 10k steps, an
+    # 8-step rollout loss: 476.4 / 500 / 500 / 478.6 for seeds 0-3
     # (README: "What planning reaches")
     pixel_encoder={"pixels": "moments", "state": "vit"},
     exploring_starts={"pixels": True, "state": False},
     collect_steps={"pixels": 10000, "state": 5000},
-    rounds={"pixels": 0, "state": 0},
-    round_steps={"pixels": 2500, "state": 0},
     train_steps={"pixels": 3000, "state": 800},
     rollout_steps={"pixels": 8, "state": 4},
     # learned pixel encoders see the band where the cart and pole move at 16 x 256, grey: the
@@ -85,8 +82,6 @@ DEFAULTS = dict(
     termination_logit_weight=0.0,
     failure_logit_weight=0.0,
     reward_weight=1.0,
-    rounds=0,
-    round_steps=5000,
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
     frame_stack=CollectConfig.frame_stack,  # one default for collect_rollouts and plan.py
@@ -151,11 +146,6 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
             f"--goal needs an env with a goal image, and {cfg.env} has none; try --env {envs.POINT_GOAL_ID}",
         )
     require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
-    require(preset(cfg, "rounds") >= 0, f"rounds must be >= 0, got {cfg.rounds}")
-    require(
-        preset(cfg, "round_steps") >= 1 or not preset(cfg, "rounds"), "round_steps must be >= 1"
-    )
-    require(0.0 <= cfg.explore <= 1.0, f"explore must be in [0, 1], got {cfg.explore}")
     if preset(cfg, "exploring_starts"):
         envs.starts.default_start_ranges(cfg.env)
     require(cfg.pca_dim is None or cfg.pca_dim >= 0, f"pca_dim must be >= 0, got {cfg.pca_dim}")
@@ -195,8 +185,7 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
 
 
 def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldModel, dict[str, Any]]:
-    """Load --model, reuse out/model when it matches, or collect random-policy data and train one,
-    then (model-based rounds) collect with the planner on the latest model and retrain, `rounds` times."""
+    """Load --model, reuse out/model when it matches, or collect random-policy data and train one."""
     if cfg.model is not None:
         wm = WorldModel.from_pretrained(cfg.model)
         meta = json.loads((Path(cfg.model) / "config.json").read_text())
@@ -217,15 +206,10 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
                 "reused": str(cached),
                 **meta.get("summary", {}),
             }
-    from vjepa_agent.data.rollouts import RolloutStore
     from vjepa_agent.train.world_model import train_world_model
 
     data = out / "data"
-    steps, rounds = preset(cfg, "collect_steps"), preset(cfg, "rounds")
-    if (data / "meta.json").is_file() and rounds and len(RolloutStore.open(data)) != steps:
-        # data of a run cut during its model-based rounds (no cached model): start it over
-        print(f"{data} holds data of an unfinished run; collecting it again")
-        shutil.rmtree(data)
+    steps = preset(cfg, "collect_steps")
     collect_kwargs = (
         {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
         if cfg.obs == "pixels"
@@ -245,41 +229,23 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
             sticky_actions=cfg.sticky_actions,
             **collect_kwargs,
         )
-    for r in range(rounds + 1):
-        last = r == rounds
-        wm_cfg = WorldModelConfig(
-            data=data,
-            out=cached if last else out / "rounds" / str(r),
-            seed=cfg.seed,
-            steps=preset(cfg, "train_steps"),
-            pca_dim=preset(cfg, "pca_dim") if cfg.obs == "pixels" else 0,
-            pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
-            rollout_steps=preset(cfg, "rollout_steps"),
-            **(
-                preset(cfg, "learned_world_model")
-                if cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
-                else {}
-            ),
-        )
-        print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
-        wm, summary = train_world_model(wm_cfg)
-        wm.eval()
-        if not last:  # model-based round: collect with the planner on this model, then retrain
-            n = preset(cfg, "round_steps")
-            print(f"round {r + 1}/{rounds}: collecting {n} steps with the planner into {data}")
-            agent = make_agent(cfg, wm, env)
-            agent.explore = cfg.explore
-            envs.collect_rollouts(
-                cfg.env,
-                n,
-                out=data,
-                obs=cfg.obs,
-                num_envs=4,
-                seed=cfg.seed + 1000 * (r + 1),
-                policy=agent,
-                **collect_kwargs,
-            )
-    return wm, {**summary, "model_based_rounds": rounds}
+    wm_cfg = WorldModelConfig(
+        data=data,
+        out=cached,
+        seed=cfg.seed,
+        steps=preset(cfg, "train_steps"),
+        pca_dim=preset(cfg, "pca_dim") if cfg.obs == "pixels" else 0,
+        pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
+        rollout_steps=preset(cfg, "rollout_steps"),
+        **(
+            preset(cfg, "learned_world_model")
+            if cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
+            else {}
+        ),
+    )
+    print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
+    wm, summary = train_world_model(wm_cfg)
+    return wm.eval(), summary
 
 
 def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
