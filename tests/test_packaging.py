@@ -179,6 +179,23 @@ def test_pretrain_without_tensorboard_is_one_line_error(monkeypatch, tmp_path):
         pretrain.pretrain(PretrainConfig(out=tmp_path / "run"))
 
 
+@pytest.mark.parametrize("loop", ["pretrain", "world_model"])
+def test_the_wandb_tracker_without_wandb_is_one_line_error(monkeypatch, tmp_path, loop):
+    from vjepa_agent.config import PretrainConfig, WorldModelConfig
+    from vjepa_agent.data.rollouts import RolloutStore
+    from vjepa_agent.train import pretrain, world_model
+
+    hide(monkeypatch, "wandb")
+    monkeypatch.setattr(pretrain, "build_dataset", lambda cfg: pytest.fail("it ran"))
+    monkeypatch.setattr(RolloutStore, "open", lambda path: pytest.fail("it ran"))
+    message = r"^[^\n]*Weights & Biases.*pip install 'vjepa_agent\[wandb\]'$"
+    with pytest.raises(UserError, match=message):
+        if loop == "pretrain":
+            pretrain.pretrain(PretrainConfig(out=tmp_path / "run", tracker="wandb"))
+        else:
+            world_model.train_world_model(WorldModelConfig(out=tmp_path / "run", tracker="wandb"))
+
+
 def test_compare_without_matplotlib_is_one_line_error(monkeypatch, tmp_path):
     from vjepa_agent import compare
 

@@ -165,6 +165,21 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
     assert proc.returncode == 2 and "was trained on CartPole-v1 (state)" in proc.stderr
 
 
+def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import write_plot
+
+    cfg = PlanConfig(env="CartPole-v1", obs="state")
+    fig = write_plot([30.0, 55.0, 41.0], [0.1, 0.2], tmp_path / "plan.png", cfg, 21.5)
+    returns = fig.axes[0]
+    (baseline,) = [ln for ln in returns.get_lines() if "random" in ln.get_label()]
+    assert set(baseline.get_ydata()) == {21.5}
+    assert "random" in " ".join(t.get_text() for t in returns.get_legend().get_texts())
+    ticks = [t for t in returns.get_xticks() if 0.5 <= t <= 3.5]  # inside the three bars
+    assert ticks == [1, 2, 3]
+    assert (tmp_path / "plan.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,8 +1,11 @@
-"""World-model training checkpoints and resumes: a run killed during a checkpoint write and
-resumed with --resume auto ends with the weights and summary of a run never interrupted; damaged
-checkpoints are skipped with a warning."""
+"""World-model training's run folder: checkpoints and resume (a run killed during a checkpoint
+write and resumed with --resume auto ends with the weights, summary and metrics.jsonl of a run
+never interrupted; damaged checkpoints are skipped with a warning), metrics.jsonl written while
+the run goes, and the tracker."""
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +15,8 @@ import pytest
 from safetensors.torch import load_file
 
 from vjepa_agent import envs
+from vjepa_agent.config import WorldModelConfig, default_wm_encoder
+from vjepa_agent.train import world_model as wm_train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --latent-dim 16".split()
@@ -98,6 +103,11 @@ def test_killed_during_a_checkpoint_write_then_resumed_equals_uninterrupted(
     sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
     sb = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert DETERMINISTIC(sa) == DETERMINISTIC(sb)
+    # the killed run had logged past its last checkpoint: the resumed file holds each step once
+    lines = (tmp_path / "whole" / "metrics.jsonl").read_text()
+    steps = int(extra[extra.index("--steps") + 1])
+    assert [json.loads(line)["step"] for line in lines.splitlines()] == list(range(1, steps + 1))
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text() == lines
 
 
 def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(stores, tmp_path):
@@ -134,3 +144,46 @@ def test_a_diverging_run_stops_in_one_line(stores, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "lower --lr" in lines[0] and "Traceback" not in proc.stderr
+
+
+def tiny_config(stores, kind, out, **kw) -> WorldModelConfig:
+    """An in-process run: the state model (cached latents) or a tiny jepa pixel model (its own loop)."""
+    base = dict(data=stores / kind, out=out, log_every=2, checkpoint_every=0)
+    if kind == "pixels":
+        encoder = dataclasses.replace(default_wm_encoder(), dim=32, depth=1, heads=2)
+        base.update(pixel_encoder="jepa", encoder=encoder, latent_dim=16, predictor_dim=32)
+        base.update(batch_size=4, seq_len=4, rollout_steps=4, eval_horizon=4)
+    return WorldModelConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kind", ["state", "pixels"])
+def test_metrics_reach_the_file_while_the_run_goes(stores, tmp_path, monkeypatch, kind):
+    """A run that dies after step 6 of 10 has already written the lines of steps 2, 4 and 6."""
+
+    def die_after_6(cfg, out, done, *args, **kwargs):
+        if done == 6:
+            raise RuntimeError("killed after step 6")
+
+    monkeypatch.setattr(wm_train, "_maybe_checkpoint", die_after_6)
+    cfg = tiny_config(stores, kind, tmp_path / "run", steps=10, tracker="none")
+    with pytest.raises(RuntimeError, match="killed after step 6"):
+        wm_train.train_world_model(cfg, progress=False)
+    rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["state", "pixels"])
+def test_the_tensorboard_tracker_writes_events_and_none_writes_none(stores, tmp_path, kind):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for tracker in ("tensorboard", "none"):
+        cfg = tiny_config(stores, kind, tmp_path / tracker, steps=4, tracker=tracker)
+        wm_train.train_world_model(cfg, progress=False)
+        assert len((cfg.out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not (tmp_path / "none" / "tensorboard").exists()
+    (events,) = (tmp_path / "tensorboard" / "tensorboard").rglob("events.out.tfevents*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    assert {"loss", "teacher_forcing", "lr", "effective_rank"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == [2, 4]

@@ -15,6 +15,9 @@ import yaml
 
 from vjepa_agent.errors import UserError, require
 
+Tracker = Literal["tensorboard", "wandb", "none"]
+"""Experiment trackers a training loop can log to through Accelerate (none: metrics.jsonl only)."""
+
 # Published ViT sizes: (width, depth, heads, mlp_ratio). V-JEPA / V-JEPA 2 use these dims.
 ENCODER_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=192, depth=12, heads=3, mlp_ratio=4.0),
@@ -183,7 +186,10 @@ class PretrainConfig:
 
     # ---- logging and checkpoints ----
     log_every: int = 10
-    """Steps between log lines / TensorBoard points."""
+    """Steps between log lines / tracker points."""
+    tracker: Tracker = "tensorboard"
+    """Where the log steps go besides metrics.jsonl: TensorBoard (out/tensorboard, the [viz]
+    extra), Weights & Biases (the [wandb] extra), or none."""
     checkpoint_every: int = 100
     """Steps between checkpoints (0 = only at the end)."""
     keep_checkpoints: int = 2
@@ -469,7 +475,13 @@ class WorldModelConfig:
     eval_horizon: int = 10
     """Longest horizon of the latent prediction error evaluation."""
     log_every: int = 50
-    """Steps between log lines."""
+    """Steps between log lines (metrics.jsonl, appended as the run goes, and the tracker)."""
+    tracker: Tracker = "tensorboard"
+    """Where the log steps go besides metrics.jsonl: TensorBoard (out/tensorboard, the [viz]
+    extra), Weights & Biases (the [wandb] extra), or none. TensorBoard, as in pretraining: a run
+    folder of either kind opens the same way, and the [viz] extra it needs is the one vjepa-plan
+    (which trains world models too) needs for its plot anyway; none for a core install or for
+    many short runs from code, where metrics.jsonl, written either way, is enough."""
     checkpoint_every: int = 500
     """Steps between resumable checkpoints in out/checkpoints/step_XXXXXXXX (0 = none)."""
     keep_checkpoints: int = 2

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +21,9 @@ from vjepa_agent.config import CollectConfig, PlanConfig, PlannerConfig, WorldMo
 from vjepa_agent.errors import require
 from vjepa_agent.threads import torch_threads
 from vjepa_agent.world_model import WorldModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Per-env defaults; every entry can be overridden by a flag. `goal_state` is a state whose rendering
 # is the default goal (CartPole: the pole upright over the centre), planned toward with goal_weight.
@@ -431,7 +434,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
             first_frames, out / "episode.mp4", fps=int(env.metadata.get("render_fps") or 30)
         )
         summary["video"] = str(out / "episode.mp4")
-    write_plot(returns, first_errors, out / "plan.png", cfg)
+    write_plot(returns, first_errors, out / "plan.png", cfg, summary["random_mean_return"])
     summary["plot"] = str(out / "plan.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -443,14 +446,28 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
     imageio.mimwrite(path, np.stack(frames), fps=fps, macro_block_size=8)
 
 
-def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanConfig) -> None:
+def write_plot(
+    returns: list[float],
+    errors: list[float],
+    path: Path,
+    cfg: PlanConfig,
+    random_return: float | None = None,
+) -> Figure:
+    """plan.png: the return of each episode (whole-number episode ticks) beside the random
+    policy's mean return (a dashed line, when given), and episode 1's one-step latent error.
+    Returns the (closed) matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax1.bar(range(1, len(returns) + 1), returns)
+    ax1.bar(range(1, len(returns) + 1), returns, label="planner")
+    if random_return is not None:
+        ax1.axhline(random_return, color="0.3", linestyle="--", label="random policy (mean)")
+        ax1.legend(loc="best", fontsize="small")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set(xlabel="episode", ylabel="return", title=f"{cfg.env} ({cfg.obs}): returns")
     ax2.plot(range(1, len(errors) + 1), errors)
     ax2.set(
@@ -461,6 +478,7 @@ def write_plot(returns: list[float], errors: list[float], path: Path, cfg: PlanC
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    return fig
 
 
 def pixel_options(cfg: PlanConfig) -> dict[str, Any]:

@@ -4,7 +4,8 @@
     accelerate launch -m vjepa_agent.cli.train_world_model --data data/cartpole --out runs/cartpole-wm
 
 Writes model.safetensors + config.json (load with `WorldModel.from_pretrained(out)`), metrics.jsonl
-and summary.json (held-out latent error at 1 and 10 steps beside copy-last, termination ROC-AUC).
+(a line per log step, as the run goes), tensorboard/ (`--tracker`: tensorboard, wandb or none) and
+summary.json (held-out latent error at 1 and 10 steps beside copy-last, termination ROC-AUC).
 """
 
 from vjepa_agent.cli import parse

@@ -23,10 +23,11 @@ from vjepa_agent import checkpoint as ckpt
 from vjepa_agent import schedules
 from vjepa_agent.config import PretrainConfig, save_yaml
 from vjepa_agent.data.video import collate_clips
-from vjepa_agent.errors import UserError, require_extra
+from vjepa_agent.errors import UserError
 from vjepa_agent.masking import mask_generator, sample_masks
 from vjepa_agent.metrics import effective_rank, embedding_std
 from vjepa_agent.train.data import make_loader
+from vjepa_agent.train.tracking import check_tracker, log_with, start_tracking
 
 log = logging.getLogger("vjepa_agent.pretrain")
 
@@ -189,8 +190,7 @@ def train_step(
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, checkpoint, export; returns the summary (also written to out/summary.json)."""
     cfg.validate()
-    # Accelerate drops a tracker whose package is missing (a debug message), leaving no logs
-    require_extra("tensorboard", "viz", "pretraining logs to TensorBoard")
+    check_tracker(cfg.tracker, "pretraining")
     out = Path(cfg.out)
     resume_from = ckpt.resolve_resume(cfg.resume, out)
     if cfg.resume is None and ckpt.checkpoint_dirs(out):
@@ -202,14 +202,14 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     accelerator = Accelerator(
         mixed_precision=resolve_precision(cfg.mixed_precision),
-        log_with="tensorboard",
+        log_with=log_with(cfg.tracker),
         project_dir=str(out),
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
-    accelerator.init_trackers("tensorboard")
+    start_tracking(accelerator, cfg.tracker, out)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
 

@@ -32,6 +32,7 @@ from vjepa_agent.jepa import ema_update_
 from vjepa_agent.metrics import effective_rank
 from vjepa_agent.schedules import lr_at
 from vjepa_agent.threads import torch_threads
+from vjepa_agent.train.tracking import check_tracker, end_tracking, log_with, start_tracking
 from vjepa_agent.world_model import WorldModel
 
 log = logging.getLogger("vjepa_agent.world_model")
@@ -573,6 +574,22 @@ def _resume(cfg, out, modules, optimizer, generators, rank: int = 0) -> tuple[in
     return int(state["step"]), list(state["history"])
 
 
+def _restart_metrics(out: Path, history: list[dict]) -> None:
+    """Start out/metrics.jsonl at the run's history so far: a resumed run's, from its checkpoint
+    (dropping the lines that a killed run logged after it), so that it ends with the lines of the
+    run never interrupted; empty for a fresh run."""
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def _log_row(accelerator: Accelerator, out: Path, row: dict[str, float]) -> None:
+    """One log step: the row to the tracker, and appended to out/metrics.jsonl by the main
+    process (the file is closed at once, so the line is on disk while the run goes on)."""
+    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+    if accelerator.is_main_process:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def _maybe_checkpoint(
     cfg, out, done, modules, optimizer, generators, history, rank=0, barrier=lambda: None
 ) -> None:
@@ -615,6 +632,7 @@ def train_world_model(
 ) -> tuple[WorldModel, dict[str, Any]]:
     """Train on cfg.data, evaluate on held-out episodes, save into cfg.out; returns (model, summary)."""
     cfg.validate()
+    check_tracker(cfg.tracker, "world-model training")
     require(
         int(os.environ.get("WORLD_SIZE", "1")) == 1
         or cfg.pixel_encoder in ("jepa", "reconstruction"),
@@ -691,6 +709,9 @@ def train_world_model(
     if target_encoder is not model.encoder:
         modules["model_target"] = target_encoder
     start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
+    accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
+    start_tracking(accelerator, cfg.tracker, out)
+    _restart_metrics(out, history)
     with torch_threads(1 if frozen and device.type == "cpu" else None):
         start = time.perf_counter()
         bar = tqdm(
@@ -740,9 +761,11 @@ def train_world_model(
                 row["step"], row["lr"] = step + 1, lr
                 row["effective_rank"] = effective_rank(losses["latents"])
                 history.append(row)
+                _log_row(accelerator, out, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
             _maybe_checkpoint(cfg, out, step + 1, modules, optimizer, {"batches": gen}, history)
     train_seconds = time.perf_counter() - start
+    end_tracking(accelerator)
 
     # 3. held-out evaluation, save
     run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
@@ -764,7 +787,8 @@ def _finish(
     holdout_ids,
     extra=None,
 ):
-    """Held-out evaluation and the state readout, then weights, config, metrics and summary."""
+    """Held-out evaluation and the state readout, then weights, config and summary (the loop
+    has written metrics.jsonl as it went)."""
     metrics = evaluate(model, target_encoder, store, holdout_ids, cfg, device)
     if spec["obs"] == "pixels":
         metrics.update(state_readout(model, store, train_ids, holdout_ids, device))
@@ -784,7 +808,6 @@ def _finish(
     }
     model.eval()
     model.save_pretrained(out, extra={"summary": summary})
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     ckpt.write_json(summary, out / "summary.json")
     return model.cpu(), summary
 
@@ -797,7 +820,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     1. a batch of windows of raw frames; 2. the losses (`learned_encoder_losses`); 3. backward
     and one AdamW step over encoder (at encoder_lr_scale), predictor and heads; 4. EMA target.
     """
-    accelerator = Accelerator()
+    accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
     device = accelerator.device
     model.to(device).train()
     ema_target = cfg.pixel_encoder == "jepa" and cfg.target_encoder == "ema"
@@ -830,6 +853,9 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     modules = {"model": model, **({"model_target": target_encoder} if ema_target else {})}
     gens = {"batches": gen, "sigreg": reg_gen}
     start_step, history = _resume(cfg, out, modules, optimizer, gens, rank)
+    start_tracking(accelerator, cfg.tracker, out)
+    if accelerator.is_main_process:
+        _restart_metrics(out, history)
     start = time.perf_counter()
     bar = tqdm(
         range(start_step, cfg.steps),
@@ -857,6 +883,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
             row["step"], row["lr"] = step + 1, lr
             row["effective_rank"] = effective_rank(losses["latents"])
             history.append(row)
+            _log_row(accelerator, out, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ro=f"{row['rollout']:.4f}")
         _maybe_checkpoint(
             cfg,
@@ -870,6 +897,7 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
             accelerator.wait_for_everyone,
         )
     train_seconds = time.perf_counter() - start
+    end_tracking(accelerator)
     # every rank holds the same weights (DDP); their checksums say so in the summary
     checksum = torch.tensor(
         [float(sum(p.detach().double().sum() for p in model.parameters()))], device=device
