@@ -192,8 +192,6 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
         (["--env", "CartPole-v1", "--goal"], "--goal needs an env with a goal image"),
         (["--env", "CartPole-v1", "--model", "/no/such/model"], "holds no world model"),
         (["--env", "Pendulum-v1", "--exploring-starts", "True"], "no start ranges for Pendulum-v1"),
-        (["--env", "CartPole-v1", "--pca-dim", "-1"], "pca_dim must be >= 0"),
-        (["--env", "CartPole-v1", "--pca-dim", "64"], "--pca-dim is for the ViT encoder"),
         (
             ["--env", "CartPole-v1", "--obs", "state", "--pixel-encoder", "jepa"],
             "--obs state has none",

@@ -1,4 +1,4 @@
-"""Exploring starts for collection, and the learned projection of frozen PCA features (pca_dim)."""
+"""Exploring starts for collection, and a frozen-ViT world model trained on such data."""
 
 import json
 import os
@@ -53,7 +53,7 @@ def test_exploring_starts_bad_ranges_are_one_line_errors(make, ranges, message):
         ExploringStarts(env, ranges)
 
 
-def test_learned_projection_trains_saves_and_loads(tmp_path):
+def test_exploring_starts_data_and_a_frozen_vit_model_round_trip(tmp_path):
     data = tmp_path / "data"
     envs.collect_rollouts(
         "CartPole-v1", 400, out=data, size=32, frame_stack=2, seed=0, progress=False,
@@ -66,29 +66,33 @@ def test_learned_projection_trains_saves_and_loads(tmp_path):
     from vjepa_agent.train.world_model import train_world_model
 
     cfg = WorldModelConfig(
-        data=data, out=tmp_path / "wm", encoder=TINY_ENC, latent_dim=8, pca_dim=48,
+        data=data, out=tmp_path / "wm", encoder=TINY_ENC, latent_dim=8,
         predictor_dim=32, predictor_depth=1, steps=40, eval_horizon=5, batch_size=8,
     )  # fmt: skip
     torch.manual_seed(0)
     untrained = WorldModel(cfg, json.loads(json.dumps(_spec(store))))
     wm, summary = train_world_model(cfg, progress=False)
-    assert wm.learned_projection and np.isfinite(summary["latent_error_1"])
-    # the projection learned (the ViT and the PCA stay frozen)
-    w0, w1 = untrained.encoder.proj[0].weight, wm.encoder.proj[0].weight
-    assert not torch.allclose(w0, w1)
+    assert np.isfinite(summary["latent_error_1"])
+    # the ViT stays frozen; the latent is its tokens' PCA (8 dims) + 2 previous-action dims
     torch.testing.assert_close(untrained.encoder.vit.state_dict(), wm.encoder.vit.state_dict())
-    # 48 PCA features -> 8 layer-normed latent dims + 2 previous-action dims
     obs = store.data["pixels"][:16]
     prev = store.data["action"][:16]
     z = wm.encode(obs, prev)
     assert z.shape == (16, 10)
-    torch.testing.assert_close(wm.project(wm.encode_features(obs, prev)), z)
-    obs_z = wm.observation_part(z)
-    torch.testing.assert_close(obs_z.mean(-1), torch.zeros(16), atol=1e-5, rtol=0)
-    # round trip: the loaded model encodes the same
     loaded = WorldModel.from_pretrained(tmp_path / "wm")
-    assert loaded.cfg.pca_dim == 48
     torch.testing.assert_close(loaded.encode(obs, prev), z)
+    # folders trained with the options this version dropped are a one-line error, not a
+    # model that silently encodes another way
+    meta_path = tmp_path / "wm" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    for extra in ({"pca_dim": 48}, {"encoder_mode": "ema"}):
+        meta_path.write_text(json.dumps({**meta, "config": {**meta["config"], **extra}}))
+        with pytest.raises(UserError, match="retrain it"):
+            WorldModel.from_pretrained(tmp_path / "wm")
+    meta_path.write_text(
+        json.dumps({**meta, "config": {**meta["config"], "pca_dim": 0, "encoder_mode": "frozen"}})
+    )
+    torch.testing.assert_close(WorldModel.from_pretrained(tmp_path / "wm").encode(obs, prev), z)
 
 
 def _spec(store):
@@ -97,10 +101,10 @@ def _spec(store):
     return env_spec_from_store(store)
 
 
-def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tmp_path):
-    """plan.py pixels end to end at a tiny budget: spread starts in the data, a pca_dim model."""
+def test_plan_pixels_collects_with_exploring_starts(tmp_path):
+    """plan.py pixels end to end at a tiny budget: spread starts in the data, a ViT model."""
     out = tmp_path / "run"
-    args = "--collect-steps 300 --train-steps 20 --pca-dim 64 --pixel-encoder vit"
+    args = "--collect-steps 300 --train-steps 20 --pixel-encoder vit"
     args += " --exploring-starts True"
     args += " --episodes 1"
     args += " --max-episode-steps 10 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video"
@@ -118,7 +122,7 @@ def test_plan_pixels_collects_with_exploring_starts_and_learns_the_projection(tm
     first = store.data["observation"][store.data["step"] == 0]
     assert first[:, 0].abs().max() > 0.3 and store.meta["start_ranges"] == {"0": [-1.5, 1.5]}
     cfg = WorldModel.from_pretrained(out / "model").cfg
-    assert cfg.pca_dim == 64 and cfg.pixel_encoder == "vit"
+    assert cfg.pixel_encoder == "vit"
     s = json.loads((out / "summary.json").read_text())
     assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10
 
@@ -134,20 +138,3 @@ def test_collect_script_exploring_starts_without_ranges_is_one_line(tmp_path):
     )
     assert proc.returncode == 2 and "no start ranges for Pendulum-v1" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
-
-
-def test_ema_mode_compact_pixels_with_previous_action_trains(tmp_path):
-    """The learned-encoder mode on compact latents that end with the previous action: the
-    inverse-dynamics head reads the observation parts only (it was sized for whole latents)."""
-    data = tmp_path / "data"
-    envs.collect_rollouts(
-        "CartPole-v1", 120, out=data, size=32, frame_stack=2, seed=0, progress=False
-    )
-    from vjepa_agent.train.world_model import train_world_model
-
-    cfg = WorldModelConfig(
-        data=data, out=tmp_path / "wm", encoder=TINY_ENC, encoder_mode="ema", latent_dim=8,
-        predictor_dim=32, predictor_depth=1, steps=3, eval_horizon=3, batch_size=4, seq_len=4,
-    )  # fmt: skip
-    wm, summary = train_world_model(cfg, progress=False)
-    assert wm.prev_action_dims == 2 and np.isfinite(summary["final_loss"])

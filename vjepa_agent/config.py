@@ -360,11 +360,6 @@ class WorldModelConfig:
     encoder_init: str | None = None
     """Optional pretrained encoder (an export or pretraining run folder) to start the ViT from, e.g.
     from `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
-    encoder_mode: Literal["frozen", "ema"] = "frozen"
-    """pixel_encoder vit. frozen (V-JEPA 2-AC): the encoder stays fixed, the compact latent is a
-    PCA of its tokens fitted on the data, latents are computed once and only the predictor and
-    heads train. ema: encoder, projection and predictor learn together against an EMA teacher
-    (superseded by pixel_encoder jepa)."""
     target_encoder: Literal["ema", "stopgrad"] = "stopgrad"
     """jepa: the encoder whose latents of the next observations are the predictor's targets.
     stopgrad: the encoder itself under stop-gradient (TD-MPC2); ema: an EMA copy of it (momentum
@@ -392,10 +387,6 @@ class WorldModelConfig:
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64
     """Width of the compact latent."""
-    pca_dim: int = 0
-    """Frozen encoder: 0 = the latent is the PCA of the tokens (latent_dim components); > 0 = keep
-    pca_dim components and learn a projection (an MLP) from them to the latent, with the
-    predictor, against an EMA copy of it (inverse-dynamics and variance terms as in ema mode)."""
     predictor_dim: int = 64
     """Width of the action-conditioned predictor (planning cost grows with its square)."""
     predictor_depth: int = 2
@@ -516,7 +507,6 @@ class WorldModelConfig:
             f"failure_discount must be in (0, 1), got {self.failure_discount}",
         )
         require(self.failure_weight >= 0, f"failure_weight must be >= 0, got {self.failure_weight}")
-        require(self.pca_dim >= 0, f"pca_dim must be >= 0, got {self.pca_dim}")
         require(
             0 < self.rollout_discount <= 1,
             f"rollout_discount must be in (0, 1], got {self.rollout_discount}",
@@ -536,15 +526,15 @@ class WorldModelConfig:
         )
         if self.pixel_encoder in ("jepa", "reconstruction"):
             require(
-                self.latent == "compact" and not self.pca_dim,
+                self.latent == "compact",
                 f"pixel_encoder {self.pixel_encoder} learns one compact latent per frame; drop "
-                "--latent tokens and --pca-dim (they are for the frozen ViT)",
+                "--latent tokens (it is for the frozen ViT)",
             )
         if self.pixel_encoder == "moments":
             require(
-                self.latent == "compact" and not self.pca_dim and self.encoder_init is None,
+                self.latent == "compact" and self.encoder_init is None,
                 "pixel_encoder moments is a fixed encoder with one compact latent per frame; drop "
-                "--latent tokens, --pca-dim and --encoder-init (they are for the ViT)",
+                "--latent tokens and --encoder-init (they are for the ViT)",
             )
 
 
@@ -652,10 +642,6 @@ class PlanConfig(PlannerConfig):
     model's own)."""
     train_steps: int | None = None
     """World-model optimizer steps (None = the env preset)."""
-    pca_dim: int | None = None
-    """Pixels: PCA features of the frozen encoder before a learned projection to the latent
-    (0 = the PCA is the latent; None = the env preset, 0 for every env today; see
-    WorldModelConfig.pca_dim and the README for what it measured)."""
     pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] | None = None
     """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
     moments for CartPole, vit elsewhere). jepa and reconstruction collect frames in the env

@@ -88,7 +88,6 @@ DEFAULTS = dict(
     collect_steps={"pixels": 20000, "state": 10000},
     train_steps={"pixels": 2000, "state": 1000},
     frame_stack=CollectConfig.frame_stack,  # one default for collect_rollouts and plan.py
-    pca_dim=0,
     pixel_encoder="vit",
     exploring_starts=False,
     rollout_steps=WorldModelConfig.rollout_steps,
@@ -151,17 +150,11 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
     require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
     if preset(cfg, "exploring_starts"):
         envs.starts.default_start_ranges(cfg.env)
-    require(cfg.pca_dim is None or cfg.pca_dim >= 0, f"pca_dim must be >= 0, got {cfg.pca_dim}")
     if cfg.obs == "state":
         require(
             cfg.pixel_encoder in (None, "vit"),
             f"--pixel-encoder {cfg.pixel_encoder} encodes pixels, and --obs state has none; drop "
             "the flag or pass --obs pixels",
-        )
-    if cfg.obs == "pixels" and cfg.model is None:
-        require(
-            preset(cfg, "pixel_encoder") == "vit" or not preset(cfg, "pca_dim"),
-            "--pca-dim is for the ViT encoder; drop it or pass --pixel-encoder vit",
         )
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
@@ -237,7 +230,6 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         out=cached,
         seed=cfg.seed,
         steps=preset(cfg, "train_steps"),
-        pca_dim=preset(cfg, "pca_dim") if cfg.obs == "pixels" else 0,
         pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
         rollout_steps=preset(cfg, "rollout_steps"),
         **(

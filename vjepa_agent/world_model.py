@@ -61,27 +61,18 @@ class PixelLatentEncoder(nn.Module):
         frame_shape: tuple[int, ...],
         latent: str,
         latent_dim: int,
-        mode: str = "ema",
-        pca_dim: int = 0,
     ):
         super().__init__()
         self.vit = VideoEncoder(enc)
         c, t, h, w = frame_shape
         self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
-        self.latent, self.mode = latent, mode
+        self.latent = latent
         flat = self.num_tokens * enc.dim
-        self.proj = nn.Linear(flat, latent_dim) if latent == "compact" and mode == "ema" else None
-        if mode == "frozen" and latent == "compact":  # PCA of the flattened tokens, fitted on data
-            k = pca_dim or latent_dim
+        if latent == "compact":  # PCA of the flattened tokens, fitted on data
             self.register_buffer("pca_mean", torch.zeros(flat))
-            self.register_buffer("pca_components", torch.zeros(flat, k))
-            self.register_buffer(
-                "pca_variance", torch.ones(k)
-            )  # of each component, before whitening
-            if pca_dim:  # a learned projection of the PCA features (WorldModelConfig.pca_dim)
-                self.proj = nn.Sequential(
-                    nn.Linear(pca_dim, 256), nn.GELU(), nn.Linear(256, latent_dim)
-                )
+            self.register_buffer("pca_components", torch.zeros(flat, latent_dim))
+            # of each component, before whitening
+            self.register_buffer("pca_variance", torch.ones(latent_dim))
         mean, std = pixel_statistics(c)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
@@ -94,26 +85,11 @@ class PixelLatentEncoder(nn.Module):
         if self.latent == "tokens":
             tokens = self._tokens(frames)
             return F.layer_norm(tokens, tokens.shape[-1:])  # (B, N, D)
-        if self.mode == "frozen":
-            return self.project(self.features(frames))  # (B, Z)
-        z = self.proj(rearrange(self._tokens(frames), "b n d -> b (n d)"))
-        return F.layer_norm(z, z.shape[-1:])  # (B, Z)
-
-    @property
-    def learned_projection(self) -> bool:
-        """Frozen encoder whose PCA features go through a learned projection (pca_dim > 0)."""
-        return self.mode == "frozen" and self.proj is not None
-
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder: PCA features (..., K) -> latents (..., Z) (the identity without pca_dim)."""
-        if not self.learned_projection:
-            return features
-        z = self.proj(features)
-        return F.layer_norm(z, z.shape[-1:])
+        return self.features(frames)  # (B, Z)
 
     @torch.no_grad()
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder: frames (B, C, T, H, W) -> PCA features (B, K), before any projection."""
+        """Frames (B, C, T, H, W) -> the compact latent, PCA features (B, Z)."""
         flat = rearrange(self._tokens(frames), "b n d -> b (n d)")
         return (flat - self.pca_mean) @ self.pca_components
 
@@ -299,8 +275,6 @@ class WorldModel(nn.Module):
                 tuple(env["pixel_shape"]),
                 cfg.latent,
                 cfg.latent_dim,
-                cfg.encoder_mode,
-                cfg.pca_dim,
             )
             tokens = 1 if cfg.latent == "compact" else self.encoder.num_tokens
             latent_dim = cfg.latent_dim if cfg.latent == "compact" else cfg.encoder.resolved().dim
@@ -429,31 +403,6 @@ class WorldModel(nn.Module):
         if self.prev_action_dims:
             z = torch.cat([z, self.prev_action_features(prev_action, lead, valid)], dim=-1)
         return z
-
-    @property
-    def learned_projection(self) -> bool:
-        """A frozen pixel encoder whose PCA features go through a learned projection (pca_dim > 0)."""
-        return getattr(self.encoder, "learned_projection", False)
-
-    @torch.no_grad()
-    def encode_features(
-        self,
-        obs: torch.Tensor,
-        prev_action: torch.Tensor | None = None,
-        valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Like `encode`, but stops before the learned projection: PCA features (+ the previous
-        action's features), what training caches; `project` turns them into latents."""
-        return self._encode_with(self.encoder.features, obs, prev_action, valid)
-
-    def project(self, features: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
-        """Features from `encode_features` (..., K[+A]) -> latents (..., Z[+A]), through `encoder`'s
-        projection (default this model's; training passes the EMA copy for targets)."""
-        encoder = self.encoder if encoder is None else encoder
-        if not self.prev_action_dims:
-            return encoder.project(features)
-        a = self.prev_action_dims
-        return torch.cat([encoder.project(features[..., :-a]), features[..., -a:]], dim=-1)
 
     def _step_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, *latent) -> (B, T, N, D) predictor layout."""
@@ -632,8 +581,13 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d.setdefault("fuse_action", False)
     d.setdefault("previous_action", False)
     d.setdefault("failure_weight", 0.0)  # and no failure head
-    d.setdefault("pca_dim", 0)
     d.setdefault("pixel_encoder", "vit")
+    # folders written with options since removed: only their defaults load
+    require(
+        not d.pop("pca_dim", 0) and d.pop("encoder_mode", "frozen") == "frozen",
+        "this world model was trained with a learned projection of frozen features (pca_dim) or "
+        "an EMA-trained ViT (encoder_mode ema), which this version does not have; retrain it",
+    )
 
     enc = d.pop("encoder")
     enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()})

@@ -1,9 +1,13 @@
 """Training the action-conditioned world model on a rollout store, and measuring it on held-out episodes.
 
-Pixels: the student encoder and the predictor learn together; targets are the layer-normed latents
-of an EMA copy of the encoder (the lagging teacher keeps the latents from collapsing), as in
-V-JEPA 2-AC's teacher forcing plus multi-step rollout losses. States: the latent is the
-normalised state, so only the predictor and heads learn.
+Two loops, by the encoder:
+- fixed encoders (the state normaliser, object moments, the frozen ViT + PCA): every transition
+  is encoded once (`cache_latents`), and the predictor and heads learn on those latents with
+  teacher forcing plus a multi-step rollout loss, as V-JEPA 2-AC trains its predictor;
+- learned pixel encoders (jepa, reconstruction): `_train_learned_encoder` trains the ViT with the
+  predictor and heads (`learned_encoder_losses`: targets from the encoder under stop-gradient or
+  an EMA copy, anti-collapse terms or a pixel decoder), under Accelerate on one or many processes.
+`evaluate` and `state_readout` measure either kind on held-out episodes.
 """
 
 from __future__ import annotations
@@ -75,17 +79,6 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
         if tie.sum() > 1:
             ranks[tie] = ranks[tie].mean()
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def encode_batch(
-    model: WorldModel, target_encoder: torch.nn.Module, batch
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student latents of the observations and (no grad) target latents of the next ones, (B, T, *latent)."""
-    key = _obs_key(model)
-    z = model.encode(batch[key], batch["prev_action"], batch["step"] > 0)
-    with torch.no_grad():
-        target = target_latents(model, target_encoder, batch["next", key], batch["action"])
-    return z, target
 
 
 def target_latents(
@@ -169,19 +162,7 @@ def world_model_losses(
             + F.smooth_l1_loss(model.failure_logits(enc_latent), fail_enc)
         )
         total = total + cfg.failure_weight * loss_fail
-    # 5. learned pixel latents: keep them informative (inverse dynamics on consecutive latents, batch variance)
-    loss_inv = loss_var = torch.zeros((), device=z.device)
-    if z.requires_grad:
-        obs_z = model.observation_part(z)  # the previous-action features would give it away
-        logits = model.inverse_dynamics(obs_z[:, :-1], obs_z[:, 1:])  # (B, T-1, A)
-        if model.action_kind == "discrete":
-            a = actions[:, :-1].long() - int(model.env["action_space"].get("start", 0))
-            loss_inv = F.cross_entropy(logits.flatten(0, 1), a.flatten())
-        else:
-            loss_inv = F.mse_loss(logits, model.action_features(actions[:, :-1]))
-        flat = obs_z.reshape(-1, obs_z.shape[-1])
-        loss_var = F.relu(1.0 - flat.std(dim=0)).mean()
-        total = total + cfg.inverse_weight * loss_inv + cfg.variance_weight * loss_var
+    loss_inv = loss_var = torch.zeros((), device=z.device)  # the learned encoders' terms
     return {
         "loss": total,
         "teacher_forcing": loss_tf.detach(),
@@ -503,18 +484,15 @@ def _sample_frames(store: RolloutStore, rows: torch.Tensor, n: int, name: str, s
 
 
 @torch.no_grad()
-def cache_latents(
-    model: WorldModel, store: RolloutStore, device, batch: int = 512, features: bool = False
-) -> TensorDict:
+def cache_latents(model: WorldModel, store: RolloutStore, device, batch: int = 512) -> TensorDict:
     """Encode every transition once (frozen encoder): (N,) TensorDict with "latent", ("next", "latent"),
     "action", ("next", "reward"), ("next", "terminated"), rows in the order of store.data.
 
     Within an episode the next observation of row i is the observation of row i + 1, so only the
-    last transition of each episode has its next observation encoded separately. With `features`
-    (a learned projection), the "latents" are `model.encode_features`, before the projection.
+    last transition of each episode has its next observation encoded separately.
     """
     key = _obs_key(model)
-    encode = model.encode_features if features else model.encode
+    encode = model.encode
     parts = []
     for chunk in store.chunks:
         n = chunk.batch_size[0]
@@ -656,7 +634,6 @@ def train_world_model(
     model = WorldModel(cfg, spec)
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     moments = spec["obs"] == "pixels" and cfg.pixel_encoder == "moments"
-    frozen = spec["obs"] == "state" or cfg.encoder_mode == "frozen" or moments
     if model.learned_encoder:
         pass  # learns from the first step (below)
     elif spec["obs"] == "state":
@@ -668,7 +645,7 @@ def train_world_model(
         if cfg.encoder_init:
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
-        if frozen and cfg.latent == "compact":
+        if cfg.latent == "compact":
             frames = _sample_frames(store, train_rows, 2048, "pca", cfg.seed)
             explained = model.encoder.fit_pca(frames)
             log.info(
@@ -684,18 +661,12 @@ def train_world_model(
         return _train_learned_encoder(
             cfg, model, store, spec, train_ids, holdout_ids, out, progress
         )
-    learned = model.learned_projection  # frozen tokens, learned projection: an EMA target for it
-    if frozen:
-        model.encoder.requires_grad_(False)
-        target_encoder = model.encoder
-        # every transition encoded once (with a learned projection: its input features)
-        cache = cache_latents(model, store, device, features=learned)
-        cache["steps_to_termination"] = store.steps_to_termination().to(device)
-        if learned:
-            model.encoder.proj.requires_grad_(True)
-            target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
-    else:
-        target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
+    # the encoder is fixed (state normaliser, object moments, frozen ViT + PCA): every
+    # transition is encoded once, and the predictor and heads learn on the cached latents
+    model.encoder.requires_grad_(False)
+    target_encoder = model.encoder
+    cache = cache_latents(model, store, device)
+    cache["steps_to_termination"] = store.steps_to_termination().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = seeding.generator("wm-batches", cfg.seed)
@@ -706,13 +677,11 @@ def train_world_model(
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
     modules = {"model": model}
-    if target_encoder is not model.encoder:
-        modules["model_target"] = target_encoder
     start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
     accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
     start_tracking(accelerator, cfg.tracker, out)
     _restart_metrics(out, history)
-    with torch_threads(1 if frozen and device.type == "cpu" else None):
+    with torch_threads(1 if device.type == "cpu" else None):
         start = time.perf_counter()
         bar = tqdm(
             range(start_step, cfg.steps),
@@ -724,35 +693,15 @@ def train_world_model(
             lr = world_model_lr(cfg, step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            if frozen:
-                batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
-                z, target = batch["latent"], batch["next", "latent"]
-                pick = torch.randint(
-                    len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen
-                )
-                head_rows = cache[train_rows[pick]].to(device)
-                if learned:  # student latents, EMA-projected targets
-                    z = model.project(z)
-                    with torch.no_grad():
-                        target = model.project(target, target_encoder)
-                        head_rows["next", "latent"] = model.project(
-                            head_rows["next", "latent"], target_encoder
-                        )
-            else:
-                batch = store.sample_sequences(
-                    cfg.batch_size, cfg.seq_len, gen, episodes=train_ids
-                ).to(device)
-                z, target = encode_batch(model, target_encoder, batch)
-                head_rows = None
+            batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
+            z, target = batch["latent"], batch["next", "latent"]
+            pick = torch.randint(len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen)
+            head_rows = cache[train_rows[pick]].to(device)
             losses = world_model_losses(model, z, target, batch, cfg, head_rows)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            if learned:  # the ViT and the PCA are frozen: only the projection moves
-                ema_update_(target_encoder.proj, model.encoder.proj, cfg.ema)
-            elif not frozen:
-                ema_update_(target_encoder, model.encoder, cfg.ema)
             loss_value = float(losses["loss"].detach())
             if not math.isfinite(loss_value):
                 raise UserError(f"world-model loss is {loss_value} at step {step}; lower --lr")
