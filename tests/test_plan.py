@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa_agent import envs
+from vjepa_agent import envs, planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import PlanConfig, PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import UserError
@@ -335,3 +335,41 @@ def test_closed_loop_cartpole_from_state_balances_far_above_random(tmp_path):
     s = run_plan(cfg)
     assert s["random_mean_return"] < 50
     assert s["min_return"] >= 150, s["returns"]
+
+
+def test_latent_objective_terms_have_their_sign_and_weight():
+    """Each term of LatentObjective, alone and weighted, against the cost written out by hand."""
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), STATE_SPEC).eval()
+    traj = torch.randn(2, 5, 4, 4)  # (E, S, H, Z)
+    goal = torch.randn(4)
+    with torch.no_grad():
+        # goal (p = 2): the mean squared error over latent dims, summed over the horizon
+        cost = LatentObjective(goal=goal, goal_weight=3.0, reward_weight=0.0)(wm, traj)
+        torch.testing.assert_close(cost, 3.0 * (traj - goal).pow(2).mean(-1).sum(-1))
+        # termination logits summed over the horizon
+        cost = LatentObjective(termination_logit_weight=0.5, reward_weight=0.0)(wm, traj)
+        torch.testing.assert_close(cost, 0.5 * wm.termination_logits(traj).sum(-1))
+        # rewards: minus the discounted return of the steps survived so far (the terminating
+        # step's reward counts), plus the penalty times the chance of terminating in the horizon
+        r, p = wm.reward(traj), wm.termination(traj)  # (E, S, H)
+        alive_before = torch.cumprod(
+            torch.cat([torch.ones_like(p[..., :1]), 1 - p[..., :-1]], -1), -1
+        )
+        expected = (0.9 ** torch.arange(4) * alive_before * r).sum(-1)
+        ends = 1 - torch.prod(1 - p, -1)
+        cost = LatentObjective(reward_weight=2.0, discount=0.9, termination_penalty=7.0)(wm, traj)
+        torch.testing.assert_close(cost, -2.0 * expected + 7.0 * ends)  # the weight is the rewards'
+        # the terms add up
+        both = LatentObjective(goal=goal, goal_weight=3.0, termination_logit_weight=0.5)(wm, traj)
+        torch.testing.assert_close(
+            both,
+            3.0 * (traj - goal).pow(2).mean(-1).sum(-1)
+            + 0.5 * wm.termination_logits(traj).sum(-1)
+            - (0.99 ** torch.arange(4) * alive_before * r).sum(-1),
+        )
+    # signs: more reward costs less, a likelier termination costs more
+    base = planning.reward_cost(torch.ones(1, 1, 3), torch.full((1, 1, 3), 0.1), 0.9, 5.0)
+    richer = planning.reward_cost(torch.full((1, 1, 3), 2.0), torch.full((1, 1, 3), 0.1), 0.9, 5.0)
+    riskier = planning.reward_cost(torch.ones(1, 1, 3), torch.full((1, 1, 3), 0.5), 0.9, 5.0)
+    assert float(richer) < float(base) < float(riskier)

@@ -28,7 +28,10 @@ class LatentObjective:
     """Cost of imagined trajectories: goal distance + negative expected return (+ termination penalty).
 
     cost = goal_weight * goal_distance(traj, goal, p, final_only)
-           + reward_weight * reward_cost(predicted rewards, predicted terminations, discount, penalty)
+           + reward_cost(reward_weight * predicted rewards, predicted terminations, discount,
+                         termination_penalty)
+           + termination_logit_weight * sum of termination logits
+           + failure_logit_weight * sum of failure logits
     """
 
     goal: torch.Tensor | None = None
