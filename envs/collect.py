@@ -32,7 +32,6 @@ from .pixels import (
     check_renders_rgb,
     float32_observations,
     resolve_crop,
-    resolve_render_scale,
 )
 from .starts import ExploringStarts, StartRanges
 
@@ -54,7 +53,6 @@ def collect_rollouts(
     *,
     grayscale: bool = False,
     crop: Crop | Literal["auto"] | None = "auto",
-    render_scale: int | Literal["auto"] = "auto",
     start_ranges: StartRanges | None = None,
     env_kwargs: dict[str, Any] | None = None,
     sticky_actions: float = 0.0,
@@ -94,8 +92,7 @@ def collect_rollouts(
     pixels = obs == "pixels"
     if pixels:
         check_renders_rgb(spec)
-    render_scale = resolve_render_scale(env_id, render_scale) if pixels else 1
-    crop = resolve_crop(env_id, crop, render_scale) if pixels else None
+    crop = resolve_crop(env_id, crop) if pixels else None
     store = None
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         store = RolloutStore.open(
@@ -105,11 +102,10 @@ def collect_rollouts(
             expect_size=size if pixels else None,
             expect_frame_stack=frame_stack if pixels else None,
         )
-        stored_scale = (store.meta.get("render_scale") or 1) if pixels else 1
-        if stored_scale != render_scale:
+        if pixels and (store.meta.get("render_scale") or 1) != 1:
             raise UserError(
-                f"rollout store '{out}' holds frames rendered at scale {stored_scale}, not "
-                f"{render_scale}; collect into a new folder or pass render_scale={stored_scale}"
+                f"rollout store '{out}' holds frames rendered at a larger scale, which this "
+                "version does not render; collect into a new folder"
             )
 
     # Step 1: the vector env (same-step autoreset: terminal obs arrive in info["final_obs"]).
@@ -120,7 +116,6 @@ def collect_rollouts(
             grayscale=grayscale,
             frame_stack=frame_stack,
             crop=crop,
-            render_scale=render_scale,
         )
         make_kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
     else:
@@ -156,7 +151,6 @@ def collect_rollouts(
                 "frame_stack": frame_stack if pixels else None,
                 "grayscale": grayscale if pixels else None,
                 "crop": list(crop) if crop is not None else None,
-                "render_scale": render_scale if pixels else None,
                 "start_ranges": {str(i): list(r) for i, r in (start_ranges or {}).items()},
                 "action_space": action_space,
                 "observation_shape": list(td["observation"].shape[1:]),

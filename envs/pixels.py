@@ -9,7 +9,6 @@ T frames (one CartPole frame shows no velocity; two do).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -24,28 +23,17 @@ from vjepa_agent.errors import UserError
 Crop = tuple[int, int, int, int]
 
 
-def _cartpole_crop(scale: int) -> Crop:
-    """CartPole renders (600 s) x (400 s) with the cart (fixed 50x30 px) on a track 100 px above
-    the bottom and the pole 125 s px long: at s = 1 rows 150..330 hold everything (the cart's x
-    range spans the full width), which more than doubles the vertical resolution."""
-    return (275 * scale - 125, 400 * scale - 70, 0, 600 * scale)
+# CartPole renders 600 x 400 with the cart (50 x 30 px) on a track 100 px above the bottom and
+# the pole 125 px long: rows 150..330 hold everything (the cart's x range spans the full width),
+# which more than doubles the vertical resolution.
+_CARTPOLE_CROP: Crop = (150, 330, 0, 600)
 
-
-# Default crops, in rendered pixels at a render scale, for envs whose frames are mostly empty.
-DEFAULT_CROPS: dict[str, Callable[[int], Crop]] = {
-    "CartPole-v0": _cartpole_crop,
-    "CartPole-v1": _cartpole_crop,
-    "vjepa_agent/NoisyCartPole-v0": _cartpole_crop,
+# Default crops, in rendered pixels, for envs whose frames are mostly empty.
+DEFAULT_CROPS: dict[str, Crop] = {
+    "CartPole-v0": _CARTPOLE_CROP,
+    "CartPole-v1": _CARTPOLE_CROP,
+    "vjepa_agent/NoisyCartPole-v0": _CARTPOLE_CROP,
 }
-
-# Default render scales (none yet). An env whose renderer draws with integer pixel coordinates and
-# exposes `screen_width` / `screen_height` can render larger, so the resize to `size` keeps
-# sub-pixel positions. Measured on CartPole at 2x (10k random steps, frozen-encoder latent, the
-# default crop): the latent error is 0.30 x copy-last at 1 step (0.52 x at 1x), yet planning got
-# worse (mean return 105 vs 142-147 with the same 20k-step recipe): the cart keeps its 50 px while
-# the pole gets relatively thinner, so the latent is mostly about the cart. (With a 2x crop that
-# showed the pole only, the velocities read from the latent had half the error variance.)
-DEFAULT_RENDER_SCALES: dict[str, int] = {}
 
 # ITU-R BT.601 luma weights for grayscale.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -73,22 +61,9 @@ def check_renders_rgb(spec: gym.envs.registration.EnvSpec) -> None:
         )
 
 
-def resolve_render_scale(env_id: str, render_scale: int | Literal["auto"]) -> int:
-    """`"auto"` -> the default render scale of `env_id` from `DEFAULT_RENDER_SCALES` (else 1)."""
-    if render_scale == "auto":
-        return DEFAULT_RENDER_SCALES.get(env_id, 1)
-    return int(render_scale)
-
-
-def resolve_crop(
-    env_id: str, crop: Crop | Literal["auto"] | None, render_scale: int = 1
-) -> Crop | None:
-    """`"auto"` -> the default crop of `env_id` at `render_scale` from `DEFAULT_CROPS` (None if it
-    has none)."""
-    if crop == "auto":
-        default = DEFAULT_CROPS.get(env_id)
-        return default(render_scale) if default is not None else None
-    return crop
+def resolve_crop(env_id: str, crop: Crop | Literal["auto"] | None) -> Crop | None:
+    """`"auto"` -> the default crop of `env_id` from `DEFAULT_CROPS` (None if it has none)."""
+    return DEFAULT_CROPS.get(env_id) if crop == "auto" else crop
 
 
 class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -97,8 +72,7 @@ class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Each frame is rendered once per `reset` / `step` (`rgb_array`), cropped to `crop`
     (top, bottom, left, right) if given, optionally converted to grayscale, and resized in torch
     with antialiasing to `size`. After a reset the stack is filled with copies of the first frame.
-    `render_scale` > 1 renders envs with `screen_width` / `screen_height` (classic control) that
-    many times larger, so the resize keeps sub-pixel positions; `crop` is in rendered pixels.
+    `crop` is in rendered pixels.
 
     `info["state"]` holds the wrapped env's own observation. If the env has a `goal_image()`
     method (see `envs.point_goal`), the reset info's `"goal_pixels"` is replaced by the goal
@@ -112,7 +86,6 @@ class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         grayscale: bool = False,
         frame_stack: int = 2,
         crop: Crop | None = None,
-        render_scale: int = 1,
     ):
         # Recording the arguments lets `env.spec` recreate the wrapped env (check_env does).
         gym.utils.RecordConstructorArgs.__init__(
@@ -121,7 +94,6 @@ class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             grayscale=grayscale,
             frame_stack=frame_stack,
             crop=crop,
-            render_scale=render_scale,
         )
         gym.Wrapper.__init__(self, env)
         name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
@@ -139,18 +111,6 @@ class PixelObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 raise UserError(
                     f"crop must be (top, bottom, left, right) with top < bottom and left < right, got {crop}"
                 )
-        if render_scale != 1:
-            base = env.unwrapped
-            if not (isinstance(render_scale, int) and render_scale >= 1):
-                raise UserError(f"render_scale must be a positive integer, got {render_scale!r}")
-            if not (hasattr(base, "screen_width") and hasattr(base, "screen_height")):
-                raise UserError(
-                    f"render_scale={render_scale} needs an env with screen_width / screen_height "
-                    f"(classic control), and '{name}' has none; use render_scale=1"
-                )
-            base.screen_width *= render_scale
-            base.screen_height *= render_scale
-        self.render_scale = render_scale
         # Frames come from rgb_array renders, so that is the only render mode this env has.
         self.metadata = {**env.metadata, "render_modes": ["rgb_array"]}
         self.size = (size, size) if isinstance(size, int) else tuple(size)
@@ -227,13 +187,12 @@ def make_env(
     frame_stack: int = 2,
     seed: int | None = None,
     crop: Crop | Literal["auto"] | None = "auto",
-    render_scale: int | Literal["auto"] = "auto",
     **kwargs: Any,
 ) -> gym.Env:
     """Make `env_id` with pixel (uint8 (C, T, H, W)) or state (float32) observations.
 
-    `crop="auto"` uses `DEFAULT_CROPS[env_id](render_scale)` when there is one (CartPole), None
-    keeps the whole frame; `render_scale="auto"` uses `DEFAULT_RENDER_SCALES` (else 1). `seed`
+    `crop="auto"` uses `DEFAULT_CROPS[env_id]` when there is one (CartPole), None keeps the whole
+    frame. `seed`
     seeds the first reset and the action space, so a later `reset()` without a seed continues
     deterministically. Extra `kwargs` go to `gym.make` (e.g. `max_episode_steps`).
     """
@@ -243,9 +202,8 @@ def make_env(
     if obs == "pixels":
         check_renders_rgb(spec)
         env = gym.make(env_id, render_mode="rgb_array", **kwargs)
-        scale = resolve_render_scale(env_id, render_scale)
-        crop = resolve_crop(env_id, crop, scale)
-        env = PixelObservation(env, size, grayscale, frame_stack, crop, scale)
+        crop = resolve_crop(env_id, crop)
+        env = PixelObservation(env, size, grayscale, frame_stack, crop)
     else:
         env = float32_observations(gym.make(env_id, **kwargs))
     if seed is not None:

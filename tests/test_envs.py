@@ -76,7 +76,7 @@ def test_grayscale_and_state_modes():
 
 def test_cartpole_default_crop_keeps_the_cart():
     env = make_env("CartPole-v1", size=64, seed=0)
-    assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](1) == (150, 330, 0, 600)
+    assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"] == (150, 330, 0, 600)
     assert make_env("CartPole-v1", size=32, crop=None).crop is None
     obs, _ = env.reset()
     assert (obs < 100).any()  # the dark cart is inside the cropped band
@@ -140,19 +140,3 @@ def test_goal_pixels_match_observation_at_goal():
     assert info["goal_pixels"].shape == (3, 2, 32, 32)
     assert np.array_equal(obs, info["goal_pixels"])
     assert np.array_equal(env.goal_observation(), info["goal_pixels"])
-
-
-def test_render_scale_keeps_the_picture_and_sharpens_it():
-    """CartPole rendered at 2x shows the same scene (cart and pole in the same place, the default
-    crop follows the scale); an env without screen_width / screen_height refuses a scale."""
-    sharp = make_env("CartPole-v1", size=64, seed=3, render_scale=2)
-    plain = make_env("CartPole-v1", size=64, seed=3)
-    assert sharp.render_scale == 2 and plain.render_scale == 1
-    assert sharp.crop == envs.DEFAULT_CROPS["CartPole-v1"](2) == (425, 730, 0, 1200)
-    a, _ = sharp.reset()
-    b, _ = plain.reset()
-    dark_a, dark_b = (np.nonzero((o[:, 0].mean(0) < 100).any(0))[0] for o in (a, b))
-    assert len(dark_a) and abs(dark_a.mean() - dark_b.mean()) < 1.0  # the cart's columns agree
-    with pytest.raises(UserError, match="screen_width"):
-        make_env(POINT_GOAL_ID, size=32, render_scale=2)
-    _check_env_clean(sharp)

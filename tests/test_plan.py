@@ -206,9 +206,9 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert not (tmp_path / "run" / "data").exists()
 
 
-def test_plan_renders_frames_as_the_model_saw_them(tmp_path):
-    """--model: the evaluation env uses the model's render scale (1 for folders without one)."""
-    from vjepa_agent.config import PlanConfig
+def test_plan_refuses_a_model_of_frames_rendered_larger(tmp_path):
+    """--model: frames rendered at a larger scale (an option this version dropped) are a one-line
+    error; folders without a scale render as before, with the default crop."""
     from vjepa_agent.control import check_inputs
 
     for scale in (2, None):
@@ -218,11 +218,14 @@ def test_plan_renders_frames_as_the_model_saw_them(tmp_path):
         folder = tmp_path / f"model{scale}"
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"env": spec}))
+        if scale is not None:
+            with pytest.raises(UserError, match="rendered at scale 2"):
+                check_inputs(PlanConfig(env="CartPole-v1", model=folder))
+            continue
         env = check_inputs(PlanConfig(env="CartPole-v1", model=folder))
-        assert env.render_scale == (scale or 1)
-        assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"](scale or 1)
+        assert env.crop == envs.DEFAULT_CROPS["CartPole-v1"] == (150, 330, 0, 600)
         obs, _ = env.reset(seed=0)
-        assert (obs < 100).any()  # the cart is in the picture at either scale
+        assert (obs < 100).any()  # the cart is in the picture
 
 
 def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):

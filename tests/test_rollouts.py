@@ -251,9 +251,12 @@ def test_steps_to_termination(cartpole):
         assert torch.equal(got, k[row.nonzero()[0, 0] + torch.arange(3)])
 
 
-def test_store_keeps_one_render_scale(tmp_path):
+def test_store_of_frames_rendered_larger_is_refused(tmp_path):
     path = tmp_path / "cp"
-    collect_rollouts("CartPole-v1", 8, out=path, size=32, render_scale=2, progress=False)
-    assert RolloutStore.open(path).meta["render_scale"] == 2
-    with pytest.raises(UserError, match="rendered at scale 2, not 1"):
+    collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)
+    meta_path = path / "meta.json"
+    import json
+
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "render_scale": 2}))
+    with pytest.raises(UserError, match="rendered at a larger scale"):
         collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)

@@ -190,7 +190,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     if (cached / "config.json").is_file():
         meta = json.loads((cached / "config.json").read_text())
         same_frames = cfg.obs == "state" or (
-            meta["env"].get("render_scale", 1) == getattr(env, "render_scale", 1)
+            meta["env"].get("render_scale", 1) == 1
             and meta["env"].get("frame_stack") == preset(cfg, "frame_stack")
             and meta["config"].get("pixel_encoder", "vit") == preset(cfg, "pixel_encoder")
             and list(np.broadcast_to(meta["env"].get("size"), 2))
@@ -475,20 +475,21 @@ def write_plot(
 
 def pixel_options(cfg: PlanConfig) -> dict[str, Any]:
     """`make_env` / `collect_rollouts` pixel options: with --model, the frames exactly as that model
-    saw them (models from before render scales: 1), else the env preset."""
+    saw them, else the env preset."""
     if cfg.model is None:
-        return {
-            "render_scale": "auto",
-            "frame_stack": preset(cfg, "frame_stack"),
-            **frame_format(cfg),
-        }
+        return {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
     spec = _model_env(cfg.model)
     require(
         cfg.frame_stack is None or cfg.frame_stack == spec.get("frame_stack"),
         f"--model '{cfg.model}' was trained on stacks of {spec.get('frame_stack')} frames, not "
         f"--frame-stack {cfg.frame_stack}; drop the flag",
     )
-    options: dict[str, Any] = {"render_scale": spec.get("render_scale", 1)}
+    require(
+        spec.get("render_scale", 1) == 1,
+        f"--model '{cfg.model}' was trained on frames rendered at scale {spec.get('render_scale')}, "
+        "which this version does not render; retrain it",
+    )
+    options: dict[str, Any] = {}
     for key in ("size", "frame_stack", "grayscale"):
         if spec.get(key) is not None:
             options[key] = spec[key]

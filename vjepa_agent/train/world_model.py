@@ -57,7 +57,6 @@ def env_spec_from_store(store: RolloutStore) -> dict[str, Any]:
     }
     if meta["obs"] == "pixels":
         spec["pixel_shape"] = list(data["pixels"].shape[1:])
-        spec["render_scale"] = meta.get("render_scale") or 1  # stores from before render scales: 1
     return spec
 
 
