@@ -568,7 +568,7 @@ class CollectConfig:
     """Probability that the random policy repeats an env's previous action instead of drawing a
     fresh one, in [0, 1): longer pushes, whose effects a model can see."""
     exploring_starts: bool = False
-    """Start episodes with some state components drawn uniformly (envs.starts.DEFAULT_START_RANGES;
+    """Start episodes with some state components drawn uniformly (vjepa_agent.envs.starts.DEFAULT_START_RANGES;
     CartPole: the cart anywhere within 1.5 m of the centre) instead of the env's own resets."""
 
 
@@ -650,7 +650,7 @@ class PlanConfig(PlannerConfig):
     """The random-policy data's `CollectConfig.sticky_actions`."""
     exploring_starts: bool | None = None
     """Collection episodes start with some state components drawn
-    uniformly, for envs with ranges in envs.starts.DEFAULT_START_RANGES (CartPole: the cart
+    uniformly, for envs with ranges in vjepa_agent.envs.starts.DEFAULT_START_RANGES (CartPole: the cart
     anywhere within 1.5 m of the centre); evaluation episodes always start from the env's own
     resets. None = the env preset (on for CartPole pixels); `--exploring-starts False` turns it off."""
     max_episode_steps: int | None = None

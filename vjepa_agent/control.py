@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vjepa_agent import envs, planning
 from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import CollectConfig, PlanConfig, PlannerConfig, WorldModelConfig
-from vjepa_agent.errors import require
+from vjepa_agent.errors import require, require_extra
 from vjepa_agent.threads import torch_threads
 from vjepa_agent.world_model import WorldModel
 
@@ -358,6 +358,7 @@ def random_baseline(
 
 def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     """The whole command: checks, model, evaluation episodes, report. Returns the summary."""
+    require_extra("matplotlib", "viz", "the plan plots its returns (plan.png)")
     out = Path(cfg.out or f"runs/plan-{cfg.env.replace('/', '-')}-{cfg.obs}")
     env = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
