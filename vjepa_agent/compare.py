@@ -34,12 +34,8 @@ from typing import Any
 import torch
 import yaml
 
-from vjepa_agent.config import PretrainConfig, from_yaml, save_yaml, to_dict
+from vjepa_agent.config import CompareConfig, PretrainConfig, from_yaml, save_yaml, to_dict
 from vjepa_agent.errors import UserError, require_extra
-from vjepa_agent.eval_config import (  # noqa: F401  (defined there: --help needs no torch)
-    CompareConfig,
-    compare_pretrain_defaults,
-)
 from vjepa_agent.probe import extract_features, fit_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

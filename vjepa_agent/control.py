@@ -180,7 +180,7 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
 # ---------------------------------------------------------------------------- the model
 
 
-def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldModel, dict[str, Any]]:
+def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, Any]]:
     """Load --model, reuse out/model when it matches, or collect random-policy data and train one."""
     if cfg.model is not None:
         wm = WorldModel.from_pretrained(cfg.model)
@@ -363,7 +363,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     env = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    wm, train_summary = get_world_model(cfg, out, env)
+    wm, train_summary = get_world_model(cfg, out)
     train_seconds = time.perf_counter() - t0
     with torch_threads(1):  # one decision is a few small matmuls: threads only add overhead
         agent = make_agent(cfg, wm, env)

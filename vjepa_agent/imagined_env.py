@@ -35,7 +35,7 @@ class ImaginedEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.termination_threshold = termination_threshold
         self.action_space = real_env.action_space
-        shape = (wm.latent_dim,) if wm.compact else (wm.tokens_per_frame, wm.latent_dim)
+        shape = wm.latent_shape
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
         self.device = next(wm.parameters()).device
         self._z: torch.Tensor | None = None
@@ -91,7 +91,7 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.termination_threshold = termination_threshold
-        shape = (wm.latent_dim,) if wm.compact else (wm.tokens_per_frame, wm.latent_dim)
+        shape = wm.latent_shape
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
         self.single_action_space = real_env.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)

@@ -26,8 +26,11 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vjepa_agent.config import (
+    ProbeConfig,
+    ProbeKind,
+)  # config.py needs no torch: --help answers without it
 from vjepa_agent.errors import UserError, require
-from vjepa_agent.eval_config import ProbeConfig, ProbeKind  # defined there: --help needs no torch
 
 # ---------------------------------------------------------------------------- features
 

@@ -69,7 +69,7 @@ class WorldModelEnv(ModelBasedEnvBase):
             f"context {wm.cfg.context}; use a model trained with context 1",
         )
         device = next(wm.parameters()).device
-        latent_shape = (wm.latent_dim,) if wm.compact else (wm.tokens_per_frame, wm.latent_dim)
+        latent_shape = wm.latent_shape
         if start is not None:
             start = torch.as_tensor(start, device=device)
             require(

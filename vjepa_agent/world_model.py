@@ -320,6 +320,12 @@ class WorldModel(nn.Module):
     def compact(self) -> bool:
         return self.tokens_per_frame == 1
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one latent: (Z,) compact (the previous-action features included), (N, D)
+        with tokens."""
+        return (self.latent_dim,) if self.compact else (self.tokens_per_frame, self.latent_dim)
+
     def _latent_ndim(self) -> int:
         return 1 if self.compact else 2
 

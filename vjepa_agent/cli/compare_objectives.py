@@ -14,8 +14,8 @@ summary.json, and prints the path of summary.json last.
 """
 
 from vjepa_agent.cli import parse
+from vjepa_agent.config import CompareConfig
 from vjepa_agent.errors import cli_entry
-from vjepa_agent.eval_config import CompareConfig
 
 
 @cli_entry

@@ -11,8 +11,8 @@ Writes summary.json (top1, per_class, chance, num_train, num_val, probe, which) 
 """
 
 from vjepa_agent.cli import parse
+from vjepa_agent.config import ProbeConfig
 from vjepa_agent.errors import cli_entry
-from vjepa_agent.eval_config import ProbeConfig
 
 
 @cli_entry

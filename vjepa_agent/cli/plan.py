@@ -18,6 +18,7 @@ from vjepa_agent.errors import cli_entry, require_extra
 @cli_entry
 def main():
     cfg = parse(PlanConfig, __doc__)
+    # run_plan checks this too (for library callers); here it comes before torch loads
     require_extra("matplotlib", "viz", "the plan plots its returns (plan.png)")
     from vjepa_agent.control import run_plan  # torch loads here, after the flags are read
 

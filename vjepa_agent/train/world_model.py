@@ -161,7 +161,6 @@ def world_model_losses(
             + F.smooth_l1_loss(model.failure_logits(enc_latent), fail_enc)
         )
         total = total + cfg.failure_weight * loss_fail
-    loss_inv = loss_var = torch.zeros((), device=z.device)  # the learned encoders' terms
     return {
         "loss": total,
         "teacher_forcing": loss_tf.detach(),
@@ -169,8 +168,6 @@ def world_model_losses(
         "termination": loss_term.detach(),
         "reward": loss_rew.detach(),
         "failure": loss_fail.detach(),
-        "inverse": loss_inv.detach(),
-        "variance": loss_var.detach(),
         "latents": target.detach(),
     }
 
@@ -623,9 +620,11 @@ def train_world_model(
         len(train_ids) > 0 and len(holdout_ids) > 0,
         f"rollout store '{cfg.data}' has too few episodes to hold some out",
     )
-    device = Accelerator().device  # Accelerate owns devices; this loop is single-process
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Accelerate owns devices, processes and the tracker (cached latents: one process)
+    accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
+    device = accelerator.device
     save_yaml(cfg, out / "train_config.yaml")
 
     # 1. model; the state encoder's normalisation (or the pixel encoder's PCA) comes from the training data
@@ -658,7 +657,7 @@ def train_world_model(
     model.to(device).train()
     if model.learned_encoder:
         return _train_learned_encoder(
-            cfg, model, store, spec, train_ids, holdout_ids, out, progress
+            cfg, accelerator, model, store, spec, train_ids, holdout_ids, out, progress
         )
     # the encoder is fixed (state normaliser, object moments, frozen ViT + PCA): every
     # transition is encoded once, and the predictor and heads learn on the cached latents
@@ -677,7 +676,6 @@ def train_world_model(
     # with one thread, 151 s with two); a learned encoder keeps the threads.
     modules = {"model": model}
     start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
-    accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
     start_tracking(accelerator, cfg.tracker, out)
     _restart_metrics(out, history)
     with torch_threads(1 if device.type == "cpu" else None):
@@ -760,7 +758,9 @@ def _finish(
     return model.cpu(), summary
 
 
-def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out, progress):
+def _train_learned_encoder(
+    cfg, accelerator, model, store, spec, train_ids, holdout_ids, out, progress
+):
     """The loop of a learned pixel encoder (jepa, reconstruction), under Accelerate (one process,
     or DDP over many: each rank draws its own windows, gradients are averaged, the EMA target is
     updated on the unwrapped modules, rank 0 evaluates and saves).
@@ -768,7 +768,6 @@ def _train_learned_encoder(cfg, model, store, spec, train_ids, holdout_ids, out,
     1. a batch of windows of raw frames; 2. the losses (`learned_encoder_losses`); 3. backward
     and one AdamW step over encoder (at encoder_lr_scale), predictor and heads; 4. EMA target.
     """
-    accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
     device = accelerator.device
     model.to(device).train()
     ema_target = cfg.pixel_encoder == "jepa" and cfg.target_encoder == "ema"
