@@ -53,14 +53,13 @@ class LatentObjective:
     termination_logit_weight: float = 0.0
     """Weight of the termination head's logits summed over the horizon: a smooth distance to
     failure (the probability is ~0 everywhere far from failure and gives the planner nothing to
-    rank; CartPole from pixels, one model: mean return 112 over 4 episodes vs 41.9 over 10 with the
-    goal and probability penalty)."""
+    rank; measured in docs/experiments.md)."""
 
     failure_logit_weight: float = 0.0
     """Weight of the failure head's logits summed over the horizon, about minus the predicted steps
     left before failure under the data's policies (`WorldModel.failure`). It ranks states far
-    from failure too, but on CartPole it did not beat the termination logits (state model of
-    the README's state row, 10 episodes: 314.8 vs 500; pixels, 5 episodes: 123.0 vs 128.0)."""
+    from failure too, but on CartPole it did not beat the termination logits
+    (docs/experiments.md)."""
 
     def __call__(self, wm: WorldModel, traj: torch.Tensor) -> torch.Tensor:
         """traj (E, S, H, *latent) -> costs (E, S)."""

@@ -365,8 +365,7 @@ class WorldModelConfig:
     stopgrad: the encoder itself under stop-gradient (TD-MPC2); ema: an EMA copy of it (momentum
     `ema`; V-JEPA). Planning encodes with the student and rolls the predictor out on its own
     outputs, so an EMA target teaches the predictor to map student latents to teacher latents
-    that planning never sees (tiny CartPole run, 150 steps: held-out 1-step error 6.0x copy-last
-    with ema 0.99, 1.2x with stopgrad)."""
+    that planning never sees (measured in docs/world_model_encoders.md)."""
     pooling: Literal["meanmax", "flatten"] = "meanmax"
     """jepa / reconstruction: how the ViT's tokens become the latent (through one linear map).
     meanmax: the mean and the max over tokens, which read an object's shape wherever it is on
@@ -558,8 +557,7 @@ class CollectConfig:
     """Frame side in pixels."""
     frame_stack: int = 4
     """Consecutive frames per observation: 2 = one tubelet, so velocity is visible; 4 (default) =
-    two tubelets, which also show how the velocity changed (CartPole, 10k random steps: 1-step
-    error 0.37x copy-last with 4 frames, 0.53x with 2)."""
+    two tubelets, which also show how the velocity changed (docs/experiments.md)."""
     grayscale: bool = False
     """Single-channel frames."""
     video_dir: Path | None = None
@@ -589,8 +587,7 @@ class PlannerConfig:
     elites: int = 8
     """Elites refitting the sampling distribution."""
     iterations: int = 3
-    """Planner iterations per decision (with 32 samples x 2 iterations CartPole-state lost one
-    episode of ten at step 424; 64 x 3 balanced all ten)."""
+    """Planner iterations per decision."""
     temperature: float = 0.5
     """MPPI temperature."""
     momentum: float = 0.1
@@ -609,8 +606,8 @@ class PlanConfig(PlannerConfig):
     """Elites refitting the sampling distribution (None = the env preset: 8)."""
     iterations: int | None = None
     """Planner iterations per decision (None = the env preset: 3; CartPole 1, where a decision's
-    time goes into the predictor's per-step calls: on one pixel model 128 x 1 balanced 500/500 in
-    14.7 ms per decision, 64 x 3 in 32.9 ms; from state, 128 x 1 500/500 in 14.6 ms)."""
+    time goes into the predictor's per-step calls, so one wide iteration is cheaper than three
+    narrow ones: docs/experiments.md)."""
     env: str = "CartPole-v1"
     """Gymnasium env id."""
     obs: Literal["pixels", "state"] = "pixels"

@@ -6,8 +6,8 @@
 
 Why: a frozen random ViT's tokens, flattened and reduced by PCA, encode an object by *where* it
 is on the token grid, so a latent fitted where the data is loses the object elsewhere (CartPole:
-the pole's angle is read 10x worse once the cart drifts 0.3 m from where the data put it; see the
-README). Image moments are equivariant to translation instead: an object's centroid moves with
+the pole's angle is read 10x worse once the cart drifts 0.3 m from where the data put it; see
+docs/experiments.md). Image moments are equivariant to translation instead: an object's centroid moves with
 it and its second moments (spread, orientation) do not change, so the latent is a smooth, almost
 linear function of positions and angles everywhere on screen, and a small predictor models it
 from random-policy data, as it does a state vector.
