@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> .venv, install, pretrain on the embedded synthetic videos, then balance CartPole by planning
 #   make test   -> .venv, install, run the test suite
+#   make test-fast -> the same without the tests marked slow (under 2 minutes on 2 cores)
 # GPU users: make demo TORCH_SPEC="torch" (or any pip spec / index you need).
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

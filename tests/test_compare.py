@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +19,6 @@ from vjepa_agent.compare import (
 from vjepa_agent.config import PretrainConfig, from_yaml
 from vjepa_agent.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = [
     "--budget", "0.01", "--probe-epochs", "2",
     "--pretrain.encoder.dim", "32", "--pretrain.encoder.depth", "1", "--pretrain.encoder.heads", "2",
@@ -33,25 +28,14 @@ TINY = [
 ]  # fmt: skip
 
 
-def compare(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "compare_objectives.py"), *TINY, *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
-def test_tiny_objective_comparison_writes_table_plot_and_summary(tmp_path):
+@pytest.mark.slow
+def test_tiny_objective_comparison_writes_table_plot_and_summary(tmp_path, run_script):
     out = tmp_path / "cmp"
-    proc = compare("--out", str(out), "--noise-levels", "0", "1")
+    proc = run_script("compare_objectives.py", *TINY, "--out", out, "--noise-levels", "0", "1")
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
     assert s["mode"] == "objectives" and s["noise_levels"] == [0.0, 1.0] and s["steps"] == 10
@@ -90,9 +74,12 @@ def test_tiny_objective_comparison_writes_table_plot_and_summary(tmp_path):
     }
 
 
-def test_tiny_ema_ablation_shows_monitors_next_to_probe(tmp_path):
+@pytest.mark.slow
+def test_tiny_ema_ablation_shows_monitors_next_to_probe(tmp_path, run_script):
     out = tmp_path / "ema"
-    compare(
+    run_script(
+        "compare_objectives.py",
+        *TINY,
         "--out",
         str(out),
         "--ablate",
@@ -170,7 +157,8 @@ def test_seeds_are_paired_and_reported_as_mean_and_std():
     )
 
 
-def test_mae_loss_falls_on_clean_synthetic_videos(tmp_path):
+@pytest.mark.slow
+def test_mae_loss_falls_on_clean_synthetic_videos(tmp_path, run_script):
     out = tmp_path / "mae"
     args = [
         "--objective", "mae", "--out", str(out), "--max-steps", "60", "--lr", "2e-3", "--start-lr", "2e-4",
@@ -179,14 +167,7 @@ def test_mae_loss_falls_on_clean_synthetic_videos(tmp_path):
         "--crop-size", "32", "--batch-size", "8", "--synthetic-videos", "16", "--synthetic-noise", "0",
         "--warmup-steps", "3", "--log-every", "1", "--checkpoint-every", "0",
     ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "pretrain_video.py"), *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("pretrain_video.py", *args)
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 60
     first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10  # per-batch losses are noisy

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pretrain import read_metrics, run
+from test_pretrain import PRETRAIN, read_metrics
 
 from vjepa_agent.errors import UserError
 from vjepa_agent.jepa import ema_update_
@@ -26,10 +26,10 @@ NOT_DETERMINISTIC = {"clips_per_s", "train_seconds", "resumed_from_step"}
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, run_script):
     """An uninterrupted 12-step run with NaN gradients at step 3 and every checkpoint kept."""
     out = tmp_path_factory.mktemp("faults") / "full"
-    run(["--out", str(out), *COMMON, "--keep-checkpoints", "5"], env=POISON)
+    run_script(*PRETRAIN, "--out", str(out), *COMMON, "--keep-checkpoints", "5", env=POISON)
     return out
 
 
@@ -168,10 +168,11 @@ def test_train_step_reads_no_device_value_even_when_it_skips(monkeypatch):
 # ---------------------------------------------------------------------------- real runs
 
 
-def test_diverging_run_exits_2_and_keeps_its_finite_checkpoint(tmp_path):
+@pytest.mark.slow
+def test_diverging_run_exits_2_and_keeps_its_finite_checkpoint(tmp_path, run_script):
     out = tmp_path / "run"
     args = ["--lr", "1e5", "--max-steps", "40", "--checkpoint-every", "5", "--log-every", "10"]
-    proc = run(["--out", str(out), *args, "--keep-checkpoints", "1"], check=False)
+    proc = run_script(*PRETRAIN, "--out", str(out), *args, "--keep-checkpoints", "1", check=False)
     line = error_line(proc)
     assert line.startswith("error: training diverged") and "lower --lr (now 100000)" in line
     # skipped steps never reach the weights: every checkpoint written was finite, and the one
@@ -184,7 +185,8 @@ def test_diverging_run_exits_2_and_keeps_its_finite_checkpoint(tmp_path):
     assert not (out / "summary.json").exists()
 
 
-def test_nan_gradients_on_one_step_are_skipped_and_counted(full_run, tmp_path):
+@pytest.mark.slow
+def test_nan_gradients_on_one_step_are_skipped_and_counted(full_run, tmp_path, run_script):
     # the 12-step run went on past the bad step 3 and counted it
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["skipped_steps"] == 1
@@ -196,7 +198,9 @@ def test_nan_gradients_on_one_step_are_skipped_and_counted(full_run, tmp_path):
     # those after step 5
     out = tmp_path / "run"
     poison_6 = {"VJEPA_AGENT_TEST_NAN_GRAD_STEP": "6"}
-    run(["--out", str(out), "--max-steps", "6", "--checkpoint-every", "1"], env=poison_6)
+    run_script(
+        *PRETRAIN, "--out", str(out), "--max-steps", "6", "--checkpoint-every", "1", env=poison_6
+    )
     step5, step6 = out / "checkpoints" / "step_00000005", out / "checkpoints" / "step_00000006"
     assert_same_weights(weights(step5), weights(step6))
     opt5, opt6 = (torch.load(p / "optimizer.bin", weights_only=True) for p in (step5, step6))
@@ -205,18 +209,19 @@ def test_nan_gradients_on_one_step_are_skipped_and_counted(full_run, tmp_path):
             assert torch.equal(s5[name], opt6["state"][key][name]), (key, name)
 
 
-def test_kill_during_checkpoint_write_then_resume_is_bit_exact(full_run, tmp_path):
+@pytest.mark.slow
+def test_kill_during_checkpoint_write_then_resume_is_bit_exact(full_run, tmp_path, run_script):
     out = tmp_path / "run"
     args = ["--out", str(out), *COMMON, "--keep-checkpoints", "1"]
     kill = {**POISON, "VJEPA_AGENT_TEST_KILL_AT": "checkpoint-written:8"}
-    proc = run(args, check=False, env=kill)
+    proc = run_script(*PRETRAIN, *args, check=False, env=kill)
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL after writing, before the rename
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == [".tmp_step_00000008", "step_00000004"]  # the old one is still there
     stale = out / "checkpoints" / ".tmp_step_00000010"  # as left by an earlier kill
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"partial")
-    proc = run([*args, "--resume", "auto"], env=POISON)
+    proc = run_script(*PRETRAIN, *args, "--resume", "auto", env=POISON)
     for name in (".tmp_step_00000008", ".tmp_step_00000010"):
         assert f"removing '{out / 'checkpoints' / name}'" in proc.stderr
     assert f"resumed from {out / 'checkpoints' / 'step_00000004'} at step 4" in proc.stdout
@@ -242,13 +247,14 @@ def test_kill_during_checkpoint_write_then_resume_is_bit_exact(full_run, tmp_pat
         assert json.dumps(resumed[key]) == json.dumps(full[key]), key
 
 
-def test_truncated_newest_checkpoint_is_skipped_with_a_warning(full_run, tmp_path):
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning(full_run, tmp_path, run_script):
     out = tmp_path / "run"
     copy_checkpoint(full_run, out, 4)
     newest = copy_checkpoint(full_run, out, 8)
     data = (newest / "model.safetensors").read_bytes()
     (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
-    proc = run(["--out", str(out), *COMMON, "--resume", "auto"], env=POISON)
+    proc = run_script(*PRETRAIN, "--out", str(out), *COMMON, "--resume", "auto", env=POISON)
     assert f"skipping checkpoint '{newest}'" in proc.stderr and "model.safetensors" in proc.stderr
     assert "resumed from" in proc.stdout and "step_00000004 at step 4" in proc.stdout
     final = "checkpoints/step_00000012"
@@ -258,11 +264,14 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(full_run, tmp_pat
     (copy_checkpoint(full_run, out, 4) / "trainer_state.json").unlink()  # incomplete
     newest = copy_checkpoint(full_run, out, 8)
     (newest / "model.safetensors").write_bytes(data[:100])
-    line = error_line(run(["--out", str(out), *COMMON, "--resume", "auto"], check=False))
+    line = error_line(
+        run_script(*PRETRAIN, "--out", str(out), *COMMON, "--resume", "auto", check=False)
+    )
     assert "no checkpoint in" in line and "step_00000008, step_00000004" in line
 
 
-def test_tampered_pickles_are_never_executed(full_run, tmp_path):
+@pytest.mark.slow
+def test_tampered_pickles_are_never_executed(full_run, tmp_path, run_script):
     probe = tmp_path / "payload-works"
     pickle.loads(pickle.dumps(Payload(probe)))  # unpickled without protection, it writes
     assert probe.exists()
@@ -275,7 +284,7 @@ def test_tampered_pickles_are_never_executed(full_run, tmp_path):
     out = tmp_path / "rng"
     ckpt = copy_checkpoint(full_run, out, 8)
     (ckpt / "random_states_0.pkl").write_bytes(pickle.dumps(Payload(marker)))
-    proc = run(["--out", str(out), *COMMON, "--resume", "auto"], env=POISON)
+    proc = run_script(*PRETRAIN, "--out", str(out), *COMMON, "--resume", "auto", env=POISON)
     assert "random_states_0.pkl' does not load" in proc.stderr and "bit-exact" in proc.stderr
     assert not marker.exists()
     final = "checkpoints/step_00000012"
@@ -285,7 +294,7 @@ def test_tampered_pickles_are_never_executed(full_run, tmp_path):
     out = tmp_path / "optimizer"
     ckpt = copy_checkpoint(full_run, out, 8)
     torch.save(Payload(marker), ckpt / "optimizer.bin")
-    proc = run(["--out", str(out), *COMMON, "--resume", "auto"], check=False)
+    proc = run_script(*PRETRAIN, "--out", str(out), *COMMON, "--resume", "auto", check=False)
     line = error_line(proc)
     assert "no checkpoint in" in line and "step_00000008" in line
     assert "could not be loaded (UnpicklingError" in proc.stderr  # the warning before it

@@ -204,28 +204,17 @@ def test_termination_logit_objective_prefers_states_farther_from_failure():
     assert float(objective(wm, safe)[0, 0]) < float(objective(wm, risky)[0, 0])
 
 
-def test_two_process_training_keeps_identical_weights_on_both_ranks(store_dir, tmp_path):
+@pytest.mark.slow
+def test_two_process_training_keeps_identical_weights_on_both_ranks(
+    store_dir, tmp_path, run_script
+):
     """A real two-process Accelerate (DDP, CPU) run of train_world_model.py with a jepa encoder."""
     import json
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-    cmd += "--num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split()
-    cmd += ["--main_process_port", str(port), str(root / "scripts" / "train_world_model.py")]
-    cmd += ["--data", str(store_dir), "--out", str(tmp_path / "ddp"), "--pixel-encoder", "jepa"]
-    cmd += "--steps 3 --batch-size 4 --seq-len 4 --rollout-steps 4 --latent-dim 16".split()
-    cmd += "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --log-every 1".split()
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["--data", store_dir, "--out", tmp_path / "ddp", "--pixel-encoder", "jepa"]
+    args += "--steps 3 --batch-size 4 --seq-len 4 --rollout-steps 4 --latent-dim 16".split()
+    args += "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --log-every 1".split()
+    run_script("train_world_model.py", *args, processes=2, timeout=300)
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
     a, b = summary["rank_weight_sums"]

@@ -78,6 +78,7 @@ def test_ink_directions_of_blends_stay_on_the_colour():
     assert torch.allclose(d[0], pure / pure.norm(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cartpole_pole_angle_is_read_everywhere_on_the_track(tmp_path):
     """Random-policy CartPole frames with the cart started anywhere in +-1.5 m: a linear readout
     of the moments gives the pole angle as well far from the centre as near it."""

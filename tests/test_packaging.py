@@ -3,7 +3,6 @@ the one-line errors for a missing extra."""
 
 import importlib.metadata
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,24 +25,18 @@ WITHOUT_INSTALL = (
 )
 
 
-def python(code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -c code` in `cwd`, with this checkout importable (as pytest's pythonpath has it)."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
+# `run_script("-c", code, env=IMPORTABLE)` from another folder: this checkout importable, as
+# pytest's pythonpath has it
+IMPORTABLE = {
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+}
 
 
 # ---------------------------------------------------------------------------- envs
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["as-installed", "source-only"])
-def test_import_beside_a_folder_with_its_own_envs_package(tmp_path, installed):
+def test_import_beside_a_folder_with_its_own_envs_package(tmp_path, installed, run_script):
     # a project folder with its own `envs` package, first on sys.path (the working folder)
     (tmp_path / "envs").mkdir()
     (tmp_path / "envs" / "__init__.py").write_text("OWNER = 'the project'\n")
@@ -52,20 +45,18 @@ def test_import_beside_a_folder_with_its_own_envs_package(tmp_path, installed):
         "assert envs.OWNER == 'the project', envs.__file__\n"
         "print(vjepa_agent.envs.__name__, gym.make(vjepa_agent.envs.POINT_GOAL_ID).spec.id)\n"
     )
-    proc = python(code, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("-c", code, cwd=tmp_path, env=IMPORTABLE, timeout=300)
     assert proc.stdout.split() == ["vjepa_agent.envs", "vjepa_agent/PointGoal-v0"]
 
 
-def test_import_vjepa_agent_registers_the_envs_without_torch(tmp_path):
+def test_import_vjepa_agent_registers_the_envs_without_torch(tmp_path, run_script):
     code = WITHOUT_INSTALL + (
         "import sys, gymnasium as gym, vjepa_agent\n"
         "for env_id in ('vjepa_agent/PointGoal-v0', 'vjepa_agent/NoisyCartPole-v0'):\n"
         "    gym.make(env_id).reset(seed=0)\n"
         "print(sorted(m for m in ('torch', 'envs') if m in sys.modules))\n"
     )
-    proc = python(code, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("-c", code, cwd=tmp_path, env=IMPORTABLE, timeout=300)
     assert proc.stdout.strip() == "[]"  # no torch yet, and no top-level `envs` module
 
 
@@ -98,34 +89,28 @@ def test_the_installed_commands_are_the_pyproject_ones():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_every_command_answers_help_with_config(name, tmp_path):
+def test_every_command_answers_help_with_config(name, tmp_path, run_script):
     module, function = COMMANDS[name].split(":")
     code = f"import sys; sys.argv = [{name!r}, '--help']; from {module} import {function}; {function}()"
-    proc = python(code, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("-c", code, cwd=tmp_path, env=IMPORTABLE, timeout=300)
     assert f"usage: {name}" in proc.stdout
     assert "--config" in proc.stdout and "cpu-small" in proc.stdout
 
 
 @pytest.mark.parametrize("module", sorted({v.split(":")[0] for v in COMMANDS.values()}))
-def test_every_script_wraps_its_command(module, tmp_path):
-    script = ROOT / "scripts" / f"{module.rsplit('.', 1)[1]}.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_every_script_wraps_its_command(module, tmp_path, run_script):
+    proc = run_script(f"{module.rsplit('.', 1)[1]}.py", "--help", cwd=tmp_path)
     assert "--config" in proc.stdout
 
 
-def test_config_by_name_from_any_folder(tmp_path):
+def test_config_by_name_from_any_folder(tmp_path, run_script):
     code = (
         "from vjepa_agent.cli import parse\n"
         "from vjepa_agent.config import PretrainConfig\n"
         "cfg = parse(PretrainConfig, None, ['--config', 'cpu-small', '--batch-size', '3'])\n"
         "print(cfg.encoder.dim, cfg.encoder.depth, cfg.batch_size)\n"
     )
-    proc = python(code, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("-c", code, cwd=tmp_path, env=IMPORTABLE, timeout=300)
     assert proc.stdout.split() == ["192", "12", "3"]  # the preset's ViT-Tiny; the flag wins
 
 

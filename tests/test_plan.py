@@ -1,10 +1,6 @@
 """The MPC agent and scripts/plan.py: real CartPole, tiny budgets, and the one-line errors."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,24 +12,12 @@ from vjepa_agent.config import PlanConfig, PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import UserError
 from vjepa_agent.world_model import WorldModel
 
-ROOT = Path(__file__).resolve().parents[1]
 STATE_SPEC = {
     "env_id": "CartPole-v1",
     "obs": "state",
     "observation_shape": [4],
     "action_space": {"type": "Discrete", "shape": [], "n": 2, "start": 0},
 }
-
-
-def plan(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=timeout,
-    )
 
 
 def test_agent_batched_equals_single_and_is_deterministic():
@@ -100,7 +84,8 @@ def test_collection_tells_a_stateful_policy_which_episodes_ended():
     assert policy.ended == int(td["next", "done"].sum()) > 0
 
 
-def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
+@pytest.mark.slow
+def test_plan_smoke_writes_summary_video_and_plot(tmp_path, run_script):
     out = tmp_path / "run"
     args = [
         "--env",
@@ -126,8 +111,7 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
         "--iterations",
         "1",
     ]
-    proc = plan(*args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script("plan.py", *args)
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
     for key in (
@@ -148,19 +132,15 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path):
 
     assert len(decord.VideoReader(str(out / "episode.mp4"))) == s["episode_lengths"][0]
     # a second call reuses the cached model
-    proc = plan(*args)
-    assert proc.returncode == 0 and "reusing the world model" in proc.stdout
+    proc = run_script("plan.py", *args)
+    assert "reusing the world model" in proc.stdout
     assert json.loads((out / "summary.json").read_text())["model_reused"]
     # a model trained on another observation mode is refused before any work
-    proc = plan(
-        "--env",
-        "CartPole-v1",
-        "--obs",
-        "pixels",
-        "--model",
-        str(out / "model"),
-        "--out",
-        str(tmp_path / "x"),
+    proc = run_script(
+        "plan.py",
+        *("--env", "CartPole-v1", "--obs", "pixels", "--model", out / "model"),
+        *("--out", tmp_path / "x"),
+        check=False,
     )
     assert proc.returncode == 2 and "was trained on CartPole-v1 (state)" in proc.stderr
 
@@ -198,8 +178,8 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
         ),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, args, message):
-    proc = plan(*args, "--out", str(tmp_path / "run"), timeout=120)
+def test_bad_input_is_one_line(tmp_path, args, message, run_script):
+    proc = run_script("plan.py", *args, "--out", tmp_path / "run", timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -254,7 +234,8 @@ def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     assert check_inputs(PlanConfig(env="CartPole-v1", frame_stack=3)).reset(seed=0)[0].shape[1] == 3
 
 
-def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_path):
+@pytest.mark.slow
+def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_path, run_script):
     """The CartPole pixel preset end to end at a tiny budget: random-policy episodes that start
     anywhere in +-1.5 m, an object-moment world model; a cached model of another encoder is not
     reused."""
@@ -264,8 +245,7 @@ def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_pat
     args = ["--env", "CartPole-v1", "--out", str(out), "--collect-steps", "300"]
     args += "--train-steps 20 --episodes 1 --max-episode-steps 10 --horizon 2 --samples 4".split()
     args += "--elites 1 --iterations 1 --no-video".split()
-    proc = plan(*args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script("plan.py", *args)
     store = RolloutStore.open(out / "data")
     first = store.data["observation"][store.data["step"] == 0]
     assert first[:, 0].abs().max() > 0.3  # spread starts (the env's own stay within 0.05 m)
@@ -273,8 +253,8 @@ def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_pat
     assert wm.cfg.pixel_encoder == "moments" and wm.latent_dim == 3 * 4 * 6 + 2
     s = json.loads((out / "summary.json").read_text())
     assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10 and s["env_steps_trained"] == 300
-    proc = plan(*args, "--pixel-encoder", "vit")
-    assert proc.returncode == 0 and "reusing" not in proc.stdout, proc.stderr[-3000:]
+    proc = run_script("plan.py", *args, "--pixel-encoder", "vit")
+    assert "reusing" not in proc.stdout
     assert WorldModel.from_pretrained(out / "model").cfg.pixel_encoder == "vit"
 
 
@@ -292,8 +272,9 @@ def test_planner_settings_come_from_env_presets_unless_given():
     assert resolved(env="Pendulum-v1").iterations == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
-def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind):
+def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     """plan.py on NoisyCartPole with a learned pixel encoder at a tiny budget: 16 x 256 grey
     frames, the encoder kind in both summaries; a --model of this kind refuses another kind's
     flag in one line before any work."""
@@ -303,21 +284,20 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind):
     args += (
         "--max-episode-steps 5 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video".split()
     )
-    proc = plan(*args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script("plan.py", *args)
     s = json.loads((out / "summary.json").read_text())
     assert s["pixel_encoder"] == kind and s["world_model"]["pixel_encoder"] == kind
     assert "readout_theta_rmse_near" in s["world_model"] or "readout_rmse_2" in s["world_model"]
     wm = WorldModel.from_pretrained(out / "model")
     assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
     other = "reconstruction" if kind == "jepa" else "jepa"
-    proc = plan(
-        "--env", envs.NOISY_CARTPOLE_ID, "--model", str(out / "model"), "--pixel-encoder", other
-    )
+    args = ["--env", envs.NOISY_CARTPOLE_ID, "--model", out / "model", "--pixel-encoder", other]
+    proc = run_script("plan.py", *args, check=False)
     assert proc.returncode == 2 and f"has a {kind} pixel encoder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_closed_loop_cartpole_from_state_balances_far_above_random(tmp_path):
     """The preset's objective and planner on a tiny state model (2k random steps, 300 training
     steps) hold the pole for the whole capped episode, where random actions last ~28 steps: a

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ import pytest
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = str(ROOT / "scripts" / "pretrain_video.py")
 # ~40k-parameter model on 4x32x32 clips: a step takes a few milliseconds.
 TINY = [
     "--encoder.dim",
@@ -46,43 +44,18 @@ TINY = [
     "--monitor-every",
     "5",
 ]
-
-
-def run(args, check=True, env=None, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, *TINY, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        **kw,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+PRETRAIN = ("pretrain_video.py", *TINY)  # run_script(*PRETRAIN, ...): the tiny pretraining run
 
 
 def read_metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_and_teacher_does_not_collapse(tmp_path):
+@pytest.mark.slow
+def test_loss_falls_and_teacher_does_not_collapse(tmp_path, run_script):
     out = tmp_path / "run"
-    proc = run(
-        [
-            "--out",
-            str(out),
-            "--max-steps",
-            "80",
-            "--lr",
-            "2e-3",
-            "--start-lr",
-            "2e-4",
-            "--batch-size",
-            "8",
-        ]
-    )
+    args = ["--out", out, "--max-steps", "80", "--lr", "2e-3", "--start-lr", "2e-4"]
+    proc = run_script(*PRETRAIN, *args, "--batch-size", "8")
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")  # path printed last
     summary = json.loads((out / "summary.json").read_text())
     losses = [m["loss"] for m in read_metrics(out)]
@@ -104,16 +77,17 @@ def test_loss_falls_and_teacher_does_not_collapse(tmp_path):
     assert all(w.isfinite().all() for w in weights.values())
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(tmp_path, run_script):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     common = ["--max-steps", "12", "--checkpoint-every", "6", "--keep-checkpoints", "5"]
-    run(["--out", str(full), *common])
+    run_script(*PRETRAIN, "--out", str(full), *common)
     # a run that stopped after its step-6 checkpoint: same config, that checkpoint only
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(
         full / "checkpoints" / "step_00000006", resumed / "checkpoints" / "step_00000006"
     )
-    proc = run(["--out", str(resumed), *common, "--resume", "auto"])
+    proc = run_script(*PRETRAIN, "--out", str(resumed), *common, "--resume", "auto")
     assert "resumed from" in proc.stdout
     a = load_file(str(full / "checkpoints" / "step_00000012" / "model.safetensors"))
     b = load_file(str(resumed / "checkpoints" / "step_00000012" / "model.safetensors"))
@@ -127,13 +101,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert summary["resumed_from_step"] == 6
 
 
-def test_sigterm_saves_a_complete_checkpoint_and_resume_continues(tmp_path):
+@pytest.mark.slow
+def test_sigterm_saves_a_complete_checkpoint_and_resume_continues(tmp_path, run_script):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,
-            SCRIPT,
+            str(ROOT / "scripts" / "pretrain_video.py"),
             *TINY,
             "--out",
             str(out),
@@ -160,19 +135,24 @@ def test_sigterm_saves_a_complete_checkpoint_and_resume_continues(tmp_path):
     step = summary["steps"]
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == [f"step_{step:08d}"]  # complete, no temporary folder left behind
-    proc = run(["--out", str(out), "--max-steps", str(step + 2), "--resume", "auto"])
+    proc = run_script(
+        *PRETRAIN, "--out", str(out), "--max-steps", str(step + 2), "--resume", "auto"
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == step and summary["steps"] == step + 2
 
 
-def test_trains_on_mp4_folder_and_skips_corrupt_files(tmp_path):
+@pytest.mark.slow
+def test_trains_on_mp4_folder_and_skips_corrupt_files(tmp_path, run_script):
     from vjepa_agent.data.synthetic import write_synthetic_mp4s
 
     videos = tmp_path / "videos"
     write_synthetic_mp4s(videos, n=4, frames=12, size=48, seed=0)
     (videos / "broken.mp4").write_bytes(os.urandom(2048))
     out = tmp_path / "run"
-    run(["--out", str(out), "--data", str(videos), "--max-steps", "4", "--frame-step", "2"])
+    run_script(
+        *PRETRAIN, "--out", str(out), "--data", str(videos), "--max-steps", "4", "--frame-step", "2"
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4
     assert summary["skipped_files"] == 1 and summary["skipped_paths"][0].endswith("broken.mp4")
@@ -187,64 +167,35 @@ def test_trains_on_mp4_folder_and_skips_corrupt_files(tmp_path):
         (["--resume", "/no/such/ckpt"], "checkpoint '/no/such/ckpt' does not exist"),
     ],
 )
-def test_bad_input_fails_in_one_line(tmp_path, args, message):
-    proc = run(["--out", str(tmp_path / "run"), *args], check=False)
+def test_bad_input_fails_in_one_line(tmp_path, args, message, run_script):
+    proc = run_script(*PRETRAIN, "--out", str(tmp_path / "run"), *args, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {proc.stderr.strip()[7:]}" and message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_bad_mask_scale_and_empty_folder(tmp_path):
+@pytest.mark.slow
+def test_bad_mask_scale_and_empty_folder(tmp_path, run_script):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("masks:\n  - {num_blocks: 8, spatial_scale: 1.5}\n")
-    proc = run(["--config", str(cfg), "--out", str(tmp_path / "r")], check=False)
+    proc = run_script(*PRETRAIN, "--config", str(cfg), "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "spatial_scale must be in (0, 1]" in proc.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run(["--data", str(empty), "--out", str(tmp_path / "r2")], check=False)
+    proc = run_script(*PRETRAIN, "--data", str(empty), "--out", str(tmp_path / "r2"), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(empty) in proc.stderr
     cfg.write_text("encoder: {dimm: 3}\n")
-    proc = run(["--config", str(cfg), "--out", str(tmp_path / "r3")], check=False)
+    proc = run_script(*PRETRAIN, "--config", str(cfg), "--out", str(tmp_path / "r3"), check=False)
     assert proc.returncode == 2 and "unknown config key 'encoder.dimm'" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_process_accelerate_run(tmp_path):
+@pytest.mark.slow
+def test_two_process_accelerate_run(tmp_path, run_script):
     """A real two-process DDP run on CPU (gloo): world size 2 and identical teachers on both ranks."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),  # a fixed port fails when another run (or its TIME_WAIT) holds it
-        SCRIPT,
-        *TINY,
-        "--out",
-        str(out),
-        "--max-steps",
-        "6",
-        "--checkpoint-every",
-        "3",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["--out", out, "--max-steps", "6", "--checkpoint-every", "3"]
+    run_script(*PRETRAIN, *args, processes=2, timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(summary["teacher_checksums"]) == 2

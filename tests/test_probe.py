@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +16,6 @@ from vjepa_agent.probe import (
     stratified_split,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY_PRETRAIN = [
     "--encoder.dim", "32", "--encoder.depth", "2", "--encoder.heads", "2", "--encoder.patch-size", "8",
     "--predictor.dim", "16", "--predictor.depth", "1", "--predictor.heads", "2",
@@ -37,19 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def reference_attention(probe: AttentiveProbe, tokens: torch.Tensor) -> torch.Tensor:
@@ -123,15 +104,15 @@ def test_stratified_split_keeps_every_class_in_both_parts():
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
+def tiny_export(tmp_path_factory, run_script):
     out = tmp_path_factory.mktemp("pretrain") / "run"
-    script("pretrain_video.py", *TINY_PRETRAIN, "--out", str(out), "--max-steps", "3")
+    run_script("pretrain_video.py", *TINY_PRETRAIN, "--out", str(out), "--max-steps", "3")
     return out
 
 
-def test_eval_probe_on_synthetic_videos_writes_summary(tiny_export, tmp_path):
+def test_eval_probe_on_synthetic_videos_writes_summary(tiny_export, tmp_path, run_script):
     out = tmp_path / "probe"
-    proc = script(
+    proc = run_script(
         "eval_probe.py", "--encoder", str(tiny_export / "export"), "--out", str(out), "--probe", "linear",
         "--synthetic-train", "32", "--synthetic-val", "16", "--epochs", "2",
     )  # fmt: skip
@@ -141,13 +122,14 @@ def test_eval_probe_on_synthetic_videos_writes_summary(tiny_export, tmp_path):
     assert 0 <= s["top1"] <= 1 and 0 < s["chance"] <= 1 and len(s["per_class"]) == 16
 
 
-def test_eval_probe_on_a_class_folder_of_videos(tiny_export, tmp_path):
+@pytest.mark.slow
+def test_eval_probe_on_a_class_folder_of_videos(tiny_export, tmp_path, run_script):
     from vjepa_agent.data.synthetic import write_synthetic_mp4s
 
     for i, name in enumerate(["cats", "dogs"]):
         write_synthetic_mp4s(tmp_path / "videos" / name, n=5, frames=6, size=32, seed=i)
     out = tmp_path / "probe"
-    script(
+    run_script(
         "eval_probe.py", "--encoder", str(tiny_export), "--data", str(tmp_path / "videos"), "--which", "student",
         "--out", str(out), "--epochs", "2", "--val-fraction", "0.4",
     )  # fmt: skip
@@ -156,8 +138,9 @@ def test_eval_probe_on_a_class_folder_of_videos(tiny_export, tmp_path):
     assert set(s["per_class"]) == {"cats", "dogs"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["jepa", "mae"])
-def test_trained_encoder_tokens_still_carry_the_object_position(objective, tmp_path):
+def test_trained_encoder_tokens_still_carry_the_object_position(objective, tmp_path, run_script):
     """The probe path of a trained encoder (export, load, clip normalisation, no masks) keeps
     where the object is: a linear read-out of its centre from the frozen tokens beats the mean
     guess by far, as it does on the random initialisation."""
@@ -170,7 +153,7 @@ def test_trained_encoder_tokens_still_carry_the_object_position(objective, tmp_p
     )
 
     out = tmp_path / objective
-    script(
+    run_script(
         "pretrain_video.py", *TINY_PRETRAIN, "--out", str(out), "--max-steps", "20",
         "--objective", objective, "--checkpoint-every", "0",
     )  # fmt: skip
@@ -201,8 +184,8 @@ def test_object_centres_follow_the_rendered_object():
         assert sign * float(step[axis]) > 2 and abs(float(step[1 - axis])) < 1e-4
 
 
-def test_eval_probe_bad_encoder_path_is_one_line_error(tmp_path):
-    proc = script(
+def test_eval_probe_bad_encoder_path_is_one_line_error(tmp_path, run_script):
+    proc = run_script(
         "eval_probe.py",
         "--encoder",
         str(tmp_path / "missing"),

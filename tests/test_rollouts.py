@@ -4,9 +4,6 @@ import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
@@ -17,7 +14,6 @@ from vjepa_agent.envs import POINT_GOAL_ID, collect_rollouts  # noqa: E402
 from vjepa_agent.data.rollouts import RolloutStore  # noqa: E402
 from vjepa_agent.errors import UserError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 # CartPole terminates when |x| > 2.4 or |theta| > 12 degrees.
 X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * np.pi / 360
 
@@ -134,7 +130,7 @@ def test_policy_callable():
     assert (td["action"] == 1).all()
 
 
-def test_reopen_in_new_process_equals_written(cartpole, tmp_path):
+def test_reopen_in_new_process_equals_written(cartpole, tmp_path, run_script):
     path, td = cartpole
     dump = tmp_path / "dump.pt"
     code = (
@@ -143,7 +139,7 @@ def test_reopen_in_new_process_equals_written(cartpole, tmp_path):
         "data = RolloutStore.open(sys.argv[1], expect_env='CartPole-v1', expect_obs='pixels').data\n"
         "torch.save(dict(data.flatten_keys('.').items()), sys.argv[2])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(path), str(dump)], check=True, cwd=ROOT)
+    run_script("-c", code, path, dump)
     loaded = torch.load(dump, weights_only=True)
     written = dict(td.flatten_keys(".").items())
     assert loaded.keys() == written.keys()

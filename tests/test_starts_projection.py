@@ -1,10 +1,6 @@
 """Exploring starts for collection, and a frozen-ViT world model trained on such data."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +14,6 @@ from vjepa_agent.data.rollouts import RolloutStore
 from vjepa_agent.errors import UserError
 from vjepa_agent.world_model import WorldModel
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_ENC = EncoderConfig(dim=32, depth=1, heads=2, patch_size=8, tubelet_size=2, pos_embed="sincos")
 
 
@@ -101,23 +96,15 @@ def _spec(store):
     return env_spec_from_store(store)
 
 
-def test_plan_pixels_collects_with_exploring_starts(tmp_path):
+@pytest.mark.slow
+def test_plan_pixels_collects_with_exploring_starts(tmp_path, run_script):
     """plan.py pixels end to end at a tiny budget: spread starts in the data, a ViT model."""
     out = tmp_path / "run"
     args = "--collect-steps 300 --train-steps 20 --pixel-encoder vit"
     args += " --exploring-starts True"
     args += " --episodes 1"
     args += " --max-episode-steps 10 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--env", "CartPole-v1"]
-        + ["--out", str(out), *args.split()],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("plan.py", "--env", "CartPole-v1", "--out", out, *args.split())
     store = RolloutStore.open(out / "data")
     first = store.data["observation"][store.data["step"] == 0]
     assert first[:, 0].abs().max() > 0.3 and store.meta["start_ranges"] == {"0": [-1.5, 1.5]}
@@ -127,14 +114,8 @@ def test_plan_pixels_collects_with_exploring_starts(tmp_path):
     assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10
 
 
-def test_collect_script_exploring_starts_without_ranges_is_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "collect_rollouts.py"), "--env", "Pendulum-v1"]
-        + ["--obs", "state", "--steps", "10", "--exploring-starts", "--out", str(tmp_path / "d")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+def test_collect_script_exploring_starts_without_ranges_is_one_line(tmp_path, run_script):
+    args = ["--env", "Pendulum-v1", "--obs", "state", "--steps", "10", "--exploring-starts"]
+    proc = run_script("collect_rollouts.py", *args, "--out", tmp_path / "d", check=False)
     assert proc.returncode == 2 and "no start ranges for Pendulum-v1" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()

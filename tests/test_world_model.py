@@ -1,10 +1,6 @@
 """The action-conditioned predictor, WorldModel API, adapters, training on real rollouts."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +14,6 @@ from vjepa_agent.errors import UserError
 from vjepa_agent.models.ac_predictor import ACPredictor, block_causal_mask
 from vjepa_agent.world_model import WorldModel
 
-ROOT = Path(__file__).resolve().parents[1]
 # flags of a ~20k-parameter pixel world model for subprocess runs
 TINY_WM_FLAGS = ["--encoder.dim", "32", "--encoder.depth", "1", "--encoder.heads", "2"]
 TINY_WM_FLAGS += ["--predictor-dim", "32", "--predictor-depth", "1", "--eval-horizon", "5"]
@@ -180,18 +175,11 @@ def test_tensordict_module_and_imagined_env():
     )
 
 
-def test_collect_train_beats_copy_last(tmp_path):
+@pytest.mark.slow
+def test_collect_train_beats_copy_last(tmp_path, run_script):
     """A tiny end-to-end run on real CartPole pixels: the model must beat 'repeat the last latent'."""
     data = tmp_path / "data"
-    run = lambda script, *args: subprocess.run(  # noqa: E731
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-    )
-    proc = run(
+    run_script(
         "collect_rollouts.py",
         "--env",
         "CartPole-v1",
@@ -200,11 +188,10 @@ def test_collect_train_beats_copy_last(tmp_path):
         "--size",
         "32",
         "--out",
-        str(data),
+        data,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "wm"
-    proc = run(
+    proc = run_script(
         "train_world_model.py",
         "--data",
         str(data),
@@ -216,7 +203,6 @@ def test_collect_train_beats_copy_last(tmp_path):
         "--latent-dim",
         "32",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
     assert s["env_steps"] == 1200
@@ -239,41 +225,32 @@ def test_collect_train_beats_copy_last(tmp_path):
     assert (cache["latent"][step == 0, -2:] == 0).all()
     # the same store is a video source for JEPA pretraining, whose encoder then seeds a world model
     pre = tmp_path / "pre"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "pretrain_video.py"),
-            "--data",
-            str(data),
-            "--out",
-            str(pre),
-            "--max-steps",
-            "3",
-            "--frames-per-clip",
-            "4",
-            "--crop-size",
-            "32",
-            "--batch-size",
-            "4",
-            "--encoder.dim",
-            "32",
-            "--encoder.depth",
-            "1",
-            "--encoder.heads",
-            "2",
-            "--encoder.patch-size",
-            "8",
-            "--encoder.pos-embed",
-            "sincos",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
+    run_script(
+        "pretrain_video.py",
+        "--data",
+        str(data),
+        "--out",
+        str(pre),
+        "--max-steps",
+        "3",
+        "--frames-per-clip",
+        "4",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--encoder.dim",
+        "32",
+        "--encoder.depth",
+        "1",
+        "--encoder.heads",
+        "2",
+        "--encoder.patch-size",
+        "8",
+        "--encoder.pos-embed",
+        "sincos",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = run(
+    run_script(
         "train_world_model.py",
         "--data",
         str(data),
@@ -287,14 +264,13 @@ def test_collect_train_beats_copy_last(tmp_path):
         "--latent-dim",
         "16",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     # a store from another env is refused with one line
-    proc = run(
-        "train_world_model.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")
-    )
+    args = ["--data", tmp_path / "nope", "--out", tmp_path / "x"]
+    proc = run_script("train_world_model.py", *args, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_state_world_model_is_accurate(tmp_path):
     """State CartPole: the learned dynamics beat copy-last by far at 1 and 10 steps; termination AUC high."""
     from vjepa_agent.train.world_model import train_world_model

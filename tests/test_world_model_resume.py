@@ -6,10 +6,6 @@ the run goes, and the tracker."""
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -18,7 +14,6 @@ from vjepa_agent import envs
 from vjepa_agent.config import WorldModelConfig, default_wm_encoder
 from vjepa_agent.train import world_model as wm_train
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = "--encoder.dim 32 --encoder.depth 1 --encoder.heads 2 --latent-dim 16".split()
 
 
@@ -42,17 +37,10 @@ def stores(tmp_path_factory):
     return root
 
 
-def train(*args, kill_at=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if kill_at:
-        env["VJEPA_AGENT_TEST_KILL_AT"] = kill_at
-    cmd = [sys.executable, str(ROOT / "scripts" / "train_world_model.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-
-
 DETERMINISTIC = lambda s: {k: v for k, v in s.items() if k != "train_seconds"}  # noqa: E731
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind, extra",
     [
@@ -82,20 +70,26 @@ DETERMINISTIC = lambda s: {k: v for k, v in s.items() if k != "train_seconds"}  
     ],
 )
 def test_killed_during_a_checkpoint_write_then_resumed_equals_uninterrupted(
-    stores, tmp_path, kind, extra
+    stores, tmp_path, kind, extra, run_script
 ):
     common = ["--data", str(stores / kind), "--log-every", "1", *extra]
-    whole = train(*common, "--out", str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    run_script("train_world_model.py", *common, "--out", tmp_path / "whole")
     second = "20" if kind == "state" else "4"
-    cut = train(
-        *common, "--out", str(tmp_path / "cut"), kill_at=f"world_model_before_rename:{second}"
+    kill = {"VJEPA_AGENT_TEST_KILL_AT": f"world_model_before_rename:{second}"}
+    cut = run_script(
+        "train_world_model.py",
+        *common,
+        "--out",
+        tmp_path / "cut",
+        env=kill,
+        check=False,
     )
     assert cut.returncode != 0  # SIGKILLed while writing its second checkpoint
     ckpts = tmp_path / "cut" / "checkpoints"
     assert (ckpts / f".tmp_step_{int(second):08d}").is_dir()  # the half-written one
-    resumed = train(*common, "--out", str(tmp_path / "cut"), "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = run_script(
+        "train_world_model.py", *common, "--out", tmp_path / "cut", "--resume", "auto"
+    )
     assert "resuming from step" in resumed.stdout and not list(ckpts.glob(".tmp_step_*"))
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
@@ -110,26 +104,28 @@ def test_killed_during_a_checkpoint_write_then_resumed_equals_uninterrupted(
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == lines
 
 
-def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(stores, tmp_path):
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(stores, tmp_path, run_script):
     common = ["--data", str(stores / "state"), "--out", str(tmp_path / "run"), "--log-every", "5"]
-    first = train(*common, "--steps", "20", "--checkpoint-every", "5", "--keep-checkpoints", "3")
-    assert first.returncode == 0, first.stderr[-3000:]
+    args = [*common, "--steps", "20", "--checkpoint-every", "5", "--keep-checkpoints", "3"]
+    run_script("train_world_model.py", *args)
     newest = tmp_path / "run" / "checkpoints" / "step_00000015" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])
-    again = train(*common, "--steps", "20", "--resume", "auto")
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_script("train_world_model.py", *common, "--steps", "20", "--resume", "auto")
     assert "skipping checkpoint" in again.stderr and "step_00000015" in again.stderr
     assert "resuming from step 10" in again.stdout
     # every checkpoint damaged: one line, no traceback
     for folder in (tmp_path / "run" / "checkpoints").glob("step_*"):
         (folder / "model.safetensors").write_bytes(b"garbage")
-    broken = train(*common, "--steps", "20", "--resume", "auto")
+    args = [*common, "--steps", "20", "--resume", "auto"]
+    broken = run_script("train_world_model.py", *args, check=False)
     assert broken.returncode == 2 and "no checkpoint under" in broken.stderr
     assert "Traceback" not in broken.stderr
 
 
-def test_a_diverging_run_stops_in_one_line(stores, tmp_path):
-    proc = train(
+def test_a_diverging_run_stops_in_one_line(stores, tmp_path, run_script):
+    proc = run_script(
+        "train_world_model.py",
         "--data",
         str(stores / "state"),
         "--out",
@@ -140,6 +136,7 @@ def test_a_diverging_run_stops_in_one_line(stores, tmp_path):
         "1e30",
         "--log-every",
         "5",
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
