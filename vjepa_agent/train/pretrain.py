@@ -11,6 +11,7 @@ import os
 import signal
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,126 @@ def train_step(
 # ---------------------------------------------------------------------------- the loop
 
 
+@dataclass
+class LoopState:
+    """What the loop carries from step to step.
+
+    The counters of skipped (non-finite) steps are device tensors, read only at log and
+    checkpoint steps. `window_losses`: device losses since the last log step or checkpoint;
+    `window_earlier`: the window's losses before that checkpoint, as floats (mean over ranks),
+    also saved with it, so a resumed run reports the same window averages as an uninterrupted one.
+    """
+
+    step: int
+    skipped: set[str]  # undecodable files seen so far
+    skipped_steps: torch.Tensor
+    bad_run: torch.Tensor  # non-finite steps in a row
+    bad_since: torch.Tensor  # the step where that run began
+    window_earlier: list[float]
+    window_losses: list[torch.Tensor] = field(default_factory=list)
+    window_rates: list[float] = field(default_factory=list)  # clips/s per log window
+    window_steps: int = 0
+    window_start: float = 0.0
+    data_wait: float = 0.0
+    monitors: dict[str, float] = field(
+        default_factory=lambda: {"teacher_std": float("nan"), "effective_rank": float("nan")}
+    )
+    final_loss: float = float("nan")
+    final_loss_window: float = float("nan")
+    last_saved: int = -1
+    stopped_by_signal: bool = False
+
+    @classmethod
+    def resumed(cls, state: dict[str, Any], device: torch.device) -> LoopState:
+        """The loop state of a checkpoint's training state ({"step": 0} for a fresh run)."""
+        return cls(
+            step=state["step"],
+            skipped=set(state.get("skipped_files", [])),
+            skipped_steps=torch.tensor(float(state.get("skipped_steps", 0)), device=device),
+            bad_run=torch.tensor(float(state.get("bad_steps_in_a_row", 0)), device=device),
+            bad_since=torch.tensor(float(state.get("bad_since_step", 0)), device=device),
+            window_earlier=list(state.get("window_losses", [])),
+        )
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, checkpoint, export; returns the summary (also written to out/summary.json)."""
+    out, dataset, resume_from, accelerator = start_run(cfg)
+
+    # 1. model and optimizer: identical init on every rank
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    params = [p for m in core.trainable_modules() for p in m.parameters() if p.requires_grad]
+
+    # 2. resume: weights, optimizer and step; the data stream and schedules follow the step
+    state = resume_training_state(cfg, accelerator, out, resume_from)
+    loop = LoopState.resumed(state, accelerator.device)
+    start_step = loop.step
+    loader = make_loader(
+        dataset,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        start=start_step * cfg.grad_accum * cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_clips,
+    )
+    batches = iter(loader)
+    sigterm = SigtermFlag()
+    poison_step = int(os.environ.get("VJEPA_AGENT_TEST_NAN_GRAD_STEP", "0"))  # test hook
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start_step,
+        disable=not accelerator.is_main_process,
+        desc="pretrain",
+        dynamic_ncols=True,
+    )
+    train_start = loop.window_start = time.perf_counter()
+    while loop.step < cfg.max_steps:
+        # 1. schedules from the global step
+        lr, wd, momentum = apply_schedules(optimizer, cfg, loop.step)
+
+        # 2. one optimizer step over grad_accum micro-batches, then the EMA update
+        micro_batches = next_micro_batches(batches, cfg.grad_accum, loop)
+        poison = loop.step + 1 == poison_step
+        args = (accelerator, model, optimizer, params, micro_batches, cfg, loop.step, momentum)
+        result = train_step(*args, poison_grads=poison)
+        count_step(loop, result)
+        bar.update(1)
+
+        # 3. collapse monitors and logging (the only places that read device values)
+        logs = monitor_collapse(accelerator, cfg, loop, result["embeddings"])
+        log_step = loop.step % cfg.log_every == 0 or loop.step == cfg.max_steps
+        periodic = cfg.checkpoint_every > 0 and loop.step % cfg.checkpoint_every == 0
+        if log_step or periodic or loop.step % cfg.max_bad_steps == 0:
+            check_divergence(cfg, loop, bar)
+        if log_step:
+            log_window(accelerator, cfg, loop, result, logs, (lr, wd, momentum), out, bar)
+
+        # 4. checkpoint: every N steps, at the end, or on SIGTERM (ranks agree at log steps)
+        stop = stop_requested(accelerator, sigterm, log_step)
+        if periodic or stop or loop.step == cfg.max_steps:
+            save_checkpoint(accelerator, cfg, loop, out)
+        if stop:
+            loop.stopped_by_signal = True
+            accelerator.print(
+                f"SIGTERM: saved checkpoint at step {loop.step}; resume with --resume auto"
+            )
+            break
+    bar.close()
+
+    # 5. export weights and write the summary; every rank must hold the same teacher
+    return finish_run(accelerator, cfg, core, loop, out, start_step, train_start)
+
+
+def start_run(cfg: PretrainConfig) -> tuple[Path, Any, Path | None, Accelerator]:
+    """Check the config, the run folder and the data before any work, then start Accelerate, the
+    run folder (config.yaml), the tracker and logging. Returns (out, dataset, resume_from,
+    accelerator)."""
     cfg.validate()
     check_tracker(cfg.tracker, "pretraining")
     out = Path(cfg.out)
@@ -205,24 +324,21 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         log_with=log_with(cfg.tracker),
         project_dir=str(out),
     )
-    rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
     start_tracking(accelerator, cfg.tracker, out)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    return out, dataset, resume_from, accelerator
 
-    # 1. model and optimizer: identical init on every rank
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
-    optimizer = build_optimizer(model, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    core = accelerator.unwrap_model(model)
-    params = [p for m in core.trainable_modules() for p in m.parameters() if p.requires_grad]
 
-    # 2. resume: weights, optimizer and step; the data stream and schedules follow the step.
-    # 'auto' falls back past damaged checkpoints to the newest one that loads.
+def resume_training_state(
+    cfg: PretrainConfig, accelerator: Accelerator, out: Path, resume_from: Path | None
+) -> dict[str, Any]:
+    """Load weights and optimizer from the checkpoint to resume from and return its training
+    state ({"step": 0} for a fresh run); 'auto' falls back past damaged checkpoints to the newest
+    one that loads. metrics.jsonl loses the lines logged after that step."""
     state = {"step": 0}
     if cfg.resume == "auto":
         loaded = ckpt.load_latest_training_state(accelerator, out)
@@ -232,208 +348,207 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             resume_from, state = loaded
     elif resume_from is not None:
         state = ckpt.load_training_state(accelerator, resume_from)
-    start_step, skipped = state["step"], set(state.get("skipped_files", []))
-    if start_step > 0:
-        accelerator.print(f"resumed from {resume_from} at step {start_step}")
+    if state["step"] > 0:
+        accelerator.print(f"resumed from {resume_from} at step {state['step']}")
     if accelerator.is_main_process:
-        truncate_metrics(out / "metrics.jsonl", start_step)
+        truncate_metrics(out / "metrics.jsonl", state["step"])
+    return state
 
-    micro_per_step = cfg.grad_accum
-    loader = make_loader(
-        dataset,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        rank=rank,
-        world=world,
-        start=start_step * micro_per_step * cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=collate_clips,
-    )
-    batches = iter(loader)
-    sigterm = SigtermFlag()
-    poison_step = int(os.environ.get("VJEPA_AGENT_TEST_NAN_GRAD_STEP", "0"))  # test hook
 
-    # counters of skipped (non-finite) steps live on the device: read at log / checkpoint steps
-    device = accelerator.device
-    skipped_steps = torch.tensor(float(state.get("skipped_steps", 0)), device=device)
-    bad_run = torch.tensor(float(state.get("bad_steps_in_a_row", 0)), device=device)
-    bad_since = torch.tensor(float(state.get("bad_since_step", 0)), device=device)
-
-    clips_per_step = cfg.batch_size * cfg.grad_accum * world
-    # window_losses: device losses since the last log step or checkpoint; window_earlier: the
-    # window's losses before that checkpoint, as floats (mean over ranks), also saved with it,
-    # so a resumed run reports the same window averages as an uninterrupted one
-    window_losses, window_earlier = [], list(state.get("window_losses", []))
-    window_rates, window_steps = [], 0  # clips/s per log window
-    monitors = {"teacher_std": float("nan"), "effective_rank": float("nan")}
-    final_loss, final_loss_window = float("nan"), float("nan")
-    stopped_by_signal, last_saved = False, -1
-    bar = tqdm(
+def apply_schedules(
+    optimizer: torch.optim.Optimizer, cfg: PretrainConfig, step: int
+) -> tuple[float, float, float]:
+    """Set the optimizer's lr and weight decay for `step`; returns (lr, weight decay, EMA momentum)."""
+    lr = schedules.lr_at(
+        step,
         total=cfg.max_steps,
-        initial=start_step,
-        disable=not accelerator.is_main_process,
-        desc="pretrain",
-        dynamic_ncols=True,
+        warmup=cfg.warmup_steps,
+        start_lr=cfg.start_lr,
+        lr=cfg.lr,
+        final_lr=cfg.final_lr,
+        kind=cfg.lr_schedule,
     )
-    train_start = window_start = time.perf_counter()
-    data_wait = 0.0
-    step = start_step
-    while step < cfg.max_steps:
-        # 1. schedules from the global step
-        lr = schedules.lr_at(
-            step,
-            total=cfg.max_steps,
-            warmup=cfg.warmup_steps,
-            start_lr=cfg.start_lr,
-            lr=cfg.lr,
-            final_lr=cfg.final_lr,
-            kind=cfg.lr_schedule,
+    wd = schedules.cosine_at(
+        step, total=cfg.max_steps, start=cfg.weight_decay, end=cfg.final_weight_decay
+    )
+    momentum = schedules.linear_at(step, total=cfg.max_steps, start=cfg.ema[0], end=cfg.ema[1])
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = wd if group["apply_wd"] else 0.0
+    return lr, wd, momentum
+
+
+def next_micro_batches(batches, count: int, loop: LoopState) -> list[torch.Tensor]:
+    """The videos (B, C, T, H, W) of the loader's next `count` batches; the time spent waiting
+    for them and the files they skipped go into `loop`."""
+    micro_batches = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        loop.data_wait += time.perf_counter() - t0
+        loop.skipped.update(batch["skipped"])
+        micro_batches.append(batch["video"])
+    return micro_batches
+
+
+def count_step(loop: LoopState, result: dict[str, Any]) -> None:
+    """Book a finished step: its loss joins the log window, the step count moves on, and the
+    skipped-step counters follow `bad` on the device (no host sync)."""
+    loop.window_losses.append(result["loss"])
+    loop.window_steps += 1
+    loop.step += 1
+    loop.skipped_steps += result["bad"]
+    loop.bad_run = (loop.bad_run + 1) * result["bad"]
+    loop.bad_since = torch.where(loop.bad_run == 1, float(loop.step), loop.bad_since)
+
+
+def monitor_collapse(
+    accelerator: Accelerator, cfg: PretrainConfig, loop: LoopState, embeddings: torch.Tensor
+) -> dict[str, float]:
+    """Every `monitor_every` steps and at the end: the teacher's embedding std and effective rank
+    (kept in `loop.monitors` and returned for the log), with a warning below the collapse
+    thresholds; {} at the other steps."""
+    if not (loop.step % cfg.monitor_every == 0 or loop.step == cfg.max_steps):
+        return {}
+    loop.monitors = {
+        "teacher_std": embedding_std(embeddings),
+        "effective_rank": effective_rank(embeddings),
+    }
+    if accelerator.is_main_process and (
+        loop.monitors["teacher_std"] < cfg.collapse_std
+        or loop.monitors["effective_rank"] < cfg.collapse_rank
+    ):
+        log.warning(
+            "possible collapse at step %d: teacher std %.4f, effective rank %.2f",
+            loop.step,
+            loop.monitors["teacher_std"],
+            loop.monitors["effective_rank"],
         )
-        wd = schedules.cosine_at(
-            step, total=cfg.max_steps, start=cfg.weight_decay, end=cfg.final_weight_decay
+    return dict(loop.monitors)
+
+
+def check_divergence(cfg: PretrainConfig, loop: LoopState, bar: tqdm) -> None:
+    """A one-line error after `max_bad_steps` non-finite steps in a row (reads the counter: a
+    host sync)."""
+    run_length = int(loop.bad_run)
+    if run_length >= cfg.max_bad_steps:
+        bar.close()  # so the error is the last line on stderr
+        newest = f"step {loop.last_saved}" if loop.last_saved > 0 else "none"
+        raise UserError(
+            f"training diverged: the loss or gradient norm was non-finite at every step "
+            f"from step {int(loop.bad_since)} to step {loop.step} ({run_length} in a row, "
+            f"--max-bad-steps {cfg.max_bad_steps}); lower --lr (now {cfg.lr:g}) and "
+            f"resume with --resume auto (newest checkpoint: {newest}) or start anew"
         )
-        momentum = schedules.linear_at(step, total=cfg.max_steps, start=cfg.ema[0], end=cfg.ema[1])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-            group["weight_decay"] = wd if group["apply_wd"] else 0.0
 
-        # 2. one optimizer step over grad_accum micro-batches, then the EMA update
-        micro_batches = []
-        for _ in range(micro_per_step):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            data_wait += time.perf_counter() - t0
-            skipped.update(batch["skipped"])
-            micro_batches.append(batch["video"])
-        result = train_step(
-            accelerator,
-            model,
-            optimizer,
-            params,
-            micro_batches,
-            cfg,
-            step,
-            momentum,
-            poison_grads=step + 1 == poison_step,
+
+def log_window(
+    accelerator: Accelerator,
+    cfg: PretrainConfig,
+    loop: LoopState,
+    result: dict[str, Any],
+    logs: dict[str, float],
+    schedule: tuple[float, float, float],
+    out: Path,
+    bar: tqdm,
+) -> None:
+    """Close a log window: the last loss and the window's mean (over ranks), the schedules, the
+    rates and the counters go to the tracker and metrics.jsonl (host syncs); a new window starts."""
+    lr, wd, momentum = schedule
+    losses = loop.window_earlier + window_means(accelerator, loop.window_losses)
+    loop.final_loss = losses[-1]
+    finite = [x for x in losses if math.isfinite(x)]
+    loop.final_loss_window = sum(finite) / len(finite) if finite else float("nan")
+    elapsed = time.perf_counter() - loop.window_start
+    clips_per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    loop.window_rates.append(clips_per_step * loop.window_steps / elapsed)
+    logs.update(
+        {
+            "loss": loop.final_loss,
+            "loss_avg": loop.final_loss_window,
+            "lr": lr,
+            "weight_decay": wd,
+            "ema_momentum": momentum,
+            "grad_norm": float(result["grad_norm"]),
+            "clips_per_s": loop.window_rates[-1],
+            "data_wait_fraction": loop.data_wait / elapsed,
+            "dropped_tokens": result["dropped"],
+            "skipped_files": len(loop.skipped),
+            "skipped_steps": int(loop.skipped_steps),
+        }
+    )
+    accelerator.log(logs, step=loop.step)
+    if accelerator.is_main_process:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": loop.step, **logs}) + "\n")
+    bar.set_postfix(loss=f"{loop.final_loss:.4f}", clips_s=f"{loop.window_rates[-1]:.1f}")
+    loop.window_losses, loop.window_earlier, loop.window_steps = [], [], 0
+    loop.window_start, loop.data_wait = time.perf_counter(), 0.0
+
+
+def stop_requested(accelerator: Accelerator, sigterm: SigtermFlag, log_step: bool) -> bool:
+    """SIGTERM was received; with many ranks, on any rank, agreed at log steps only (a collective)."""
+    stop = sigterm.raised
+    if accelerator.num_processes > 1:
+        stop = log_step and bool(
+            accelerator.reduce(torch.tensor(float(stop), device=accelerator.device), "sum") > 0
         )
-        window_losses.append(result["loss"])
-        window_steps += 1
-        step += 1
-        bar.update(1)
-        skipped_steps += result["bad"]
-        bad_run = (bad_run + 1) * result["bad"]
-        bad_since = torch.where(bad_run == 1, float(step), bad_since)
+    return stop
 
-        # 3. collapse monitors and logging (the only places that read device values)
-        logs = {}
-        if step % cfg.monitor_every == 0 or step == cfg.max_steps:
-            monitors = {
-                "teacher_std": embedding_std(result["embeddings"]),
-                "effective_rank": effective_rank(result["embeddings"]),
-            }
-            logs.update(monitors)
-            if accelerator.is_main_process and (
-                monitors["teacher_std"] < cfg.collapse_std
-                or monitors["effective_rank"] < cfg.collapse_rank
-            ):
-                log.warning(
-                    "possible collapse at step %d: teacher std %.4f, effective rank %.2f",
-                    step,
-                    monitors["teacher_std"],
-                    monitors["effective_rank"],
-                )
-        log_step = step % cfg.log_every == 0 or step == cfg.max_steps
-        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-        if log_step or periodic or step % cfg.max_bad_steps == 0:
-            run_length = int(bad_run)  # a host sync
-            if run_length >= cfg.max_bad_steps:
-                bar.close()  # so the error is the last line on stderr
-                newest = f"step {last_saved}" if last_saved > 0 else "none"
-                raise UserError(
-                    f"training diverged: the loss or gradient norm was non-finite at every step "
-                    f"from step {int(bad_since)} to step {step} ({run_length} in a row, "
-                    f"--max-bad-steps {cfg.max_bad_steps}); lower --lr (now {cfg.lr:g}) and "
-                    f"resume with --resume auto (newest checkpoint: {newest}) or start anew"
-                )
-        if log_step:
-            losses = window_earlier + window_means(accelerator, window_losses)
-            final_loss = losses[-1]
-            finite = [x for x in losses if math.isfinite(x)]
-            final_loss_window = sum(finite) / len(finite) if finite else float("nan")
-            elapsed = time.perf_counter() - window_start
-            window_rates.append(clips_per_step * window_steps / elapsed)
-            logs.update(
-                {
-                    "loss": final_loss,
-                    "loss_avg": final_loss_window,
-                    "lr": lr,
-                    "weight_decay": wd,
-                    "ema_momentum": momentum,
-                    "grad_norm": float(result["grad_norm"]),
-                    "clips_per_s": window_rates[-1],
-                    "data_wait_fraction": data_wait / elapsed,
-                    "dropped_tokens": result["dropped"],
-                    "skipped_files": len(skipped),
-                    "skipped_steps": int(skipped_steps),
-                }
-            )
-            accelerator.log(logs, step=step)
-            if accelerator.is_main_process:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, **logs}) + "\n")
-            bar.set_postfix(loss=f"{final_loss:.4f}", clips_s=f"{window_rates[-1]:.1f}")
-            window_losses, window_earlier, window_steps = [], [], 0
-            window_start, data_wait = time.perf_counter(), 0.0
 
-        # 4. checkpoint: every N steps, at the end, or on SIGTERM (ranks agree at log steps)
-        stop = sigterm.raised
-        if world > 1:
-            stop = log_step and bool(
-                accelerator.reduce(torch.tensor(float(stop), device=accelerator.device), "sum") > 0
-            )
-        if periodic or stop or step == cfg.max_steps:
-            window_earlier += window_means(accelerator, window_losses)
-            window_losses = []
-            counters = {
-                "skipped_steps": int(skipped_steps),
-                "bad_steps_in_a_row": int(bad_run),
-                "bad_since_step": int(bad_since),
-                "window_losses": window_earlier,
-            }
-            ckpt.save_training_state(
-                accelerator,
-                out,
-                step,
-                {"skipped_files": sorted(skipped), **counters},
-                cfg.keep_checkpoints,
-            )
-            last_saved = step
-        if stop:
-            stopped_by_signal = True
-            accelerator.print(
-                f"SIGTERM: saved checkpoint at step {step}; resume with --resume auto"
-            )
-            break
-    bar.close()
+def save_checkpoint(
+    accelerator: Accelerator, cfg: PretrainConfig, loop: LoopState, out: Path
+) -> None:
+    """Checkpoint the training state with the loop's counters and the window's losses so far."""
+    loop.window_earlier += window_means(accelerator, loop.window_losses)
+    loop.window_losses = []
+    counters = {
+        "skipped_steps": int(loop.skipped_steps),
+        "bad_steps_in_a_row": int(loop.bad_run),
+        "bad_since_step": int(loop.bad_since),
+        "window_losses": loop.window_earlier,
+    }
+    ckpt.save_training_state(
+        accelerator,
+        out,
+        loop.step,
+        {"skipped_files": sorted(loop.skipped), **counters},
+        cfg.keep_checkpoints,
+    )
+    loop.last_saved = loop.step
 
-    # 5. export weights and write the summary; every rank must hold the same teacher
+
+def finish_run(
+    accelerator: Accelerator,
+    cfg: PretrainConfig,
+    core: torch.nn.Module,
+    loop: LoopState,
+    out: Path,
+    start_step: int,
+    train_start: float,
+) -> dict[str, Any]:
+    """Export the weights (unless stopped by SIGTERM) and write the summary on rank 0; every rank
+    must hold the same teacher. Returns the summary."""
+    world = accelerator.num_processes
     checksums = gather_object(
         [module_checksum(core.teacher if hasattr(core, "teacher") else core.student)]
     )
     if len(set(checksums)) > 1:
         log.warning("teacher weights differ across ranks: %s", checksums)
+    skipped = loop.skipped
     all_skipped = (
         sorted(set().union(*gather_object([sorted(skipped)]))) if world > 1 else sorted(skipped)
     )
-    rates = window_rates[1:] if len(window_rates) > 2 else window_rates  # first window warms up
+    rates = loop.window_rates
+    rates = rates[1:] if len(rates) > 2 else rates  # first window warms up
     summary = {
-        "steps": step,
-        "final_loss": final_loss,  # the last step's loss (mean over ranks)
-        "final_loss_window": final_loss_window,  # mean finite loss over the last log window
-        "skipped_steps": int(skipped_steps),
+        "steps": loop.step,
+        "final_loss": loop.final_loss,  # the last step's loss (mean over ranks)
+        "final_loss_window": loop.final_loss_window,  # mean finite loss over the last log window
+        "skipped_steps": int(loop.skipped_steps),
         "clips_per_s": statistics.median(rates) if rates else float("nan"),
-        "teacher_std": monitors["teacher_std"],
-        "effective_rank": monitors["effective_rank"],
+        "teacher_std": loop.monitors["teacher_std"],
+        "effective_rank": loop.monitors["effective_rank"],
         "skipped_files": len(all_skipped),
         "skipped_paths": all_skipped[:100],
         "world_size": world,
@@ -441,12 +556,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "objective": cfg.objective,
         "train_seconds": time.perf_counter() - train_start,
         "resumed_from_step": start_step,
-        "stopped_by_signal": stopped_by_signal,
-        "last_checkpoint_step": last_saved,
+        "stopped_by_signal": loop.stopped_by_signal,
+        "last_checkpoint_step": loop.last_saved,
     }
     if accelerator.is_main_process:
-        if not stopped_by_signal:
-            ckpt.export_pretrained(core, cfg, out / "export", step)
+        if not loop.stopped_by_signal:
+            ckpt.export_pretrained(core, cfg, out / "export", loop.step)
         ckpt.write_json(summary, out / "summary.json")
     accelerator.wait_for_everyone()
     accelerator.end_training()  # also tears down the process group
