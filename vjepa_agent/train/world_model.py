@@ -624,16 +624,35 @@ def train_world_model(
     out.mkdir(parents=True, exist_ok=True)
     # Accelerate owns devices, processes and the tracker (cached latents: one process)
     accelerator = Accelerator(log_with=log_with(cfg.tracker), project_dir=str(out))
-    device = accelerator.device
     save_yaml(cfg, out / "train_config.yaml")
 
     # 1. model; the state encoder's normalisation (or the pixel encoder's PCA) comes from the training data
+    model = build_world_model(cfg, store, spec, train_ids)
+    model.to(accelerator.device).train()
+    # 2. the loop; 3. held-out evaluation, save
+    if model.learned_encoder:
+        return _train_learned_encoder(
+            cfg, accelerator, model, store, spec, train_ids, holdout_ids, out, progress
+        )
+    run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
+    return _train_on_cached_latents(accelerator, model, out, progress, **run)
+
+
+def build_world_model(
+    cfg: WorldModelConfig, store: RolloutStore, spec: dict[str, Any], train_ids
+) -> WorldModel:
+    """A new WorldModel (initialised from cfg.seed) whose fixed parts are fitted on the training
+    episodes: the state normaliser, the object moments' colours and scales, or the frozen ViT's
+    PCA (the ViT from `encoder_init` when given). A learned encoder only starts from
+    `encoder_init`: it learns from the first step."""
     torch.manual_seed(cfg.seed)
     model = WorldModel(cfg, spec)
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     moments = spec["obs"] == "pixels" and cfg.pixel_encoder == "moments"
     if model.learned_encoder:
-        pass  # learns from the first step (below)
+        if cfg.encoder_init:  # it learns from the first step on, starting from these weights
+            encoder, _ = ckpt.load_encoder(cfg.encoder_init)
+            model.encoder.vit.load_state_dict(encoder.state_dict())
     elif spec["obs"] == "state":
         model.encoder.fit(store.data["observation"][train_rows])
     elif moments:
@@ -651,16 +670,19 @@ def train_world_model(
                 cfg.latent_dim,
                 100 * explained,
             )
-    if model.learned_encoder and cfg.encoder_init:
-        encoder, _ = ckpt.load_encoder(cfg.encoder_init)
-        model.encoder.vit.load_state_dict(encoder.state_dict())
-    model.to(device).train()
-    if model.learned_encoder:
-        return _train_learned_encoder(
-            cfg, accelerator, model, store, spec, train_ids, holdout_ids, out, progress
-        )
-    # the encoder is fixed (state normaliser, object moments, frozen ViT + PCA): every
-    # transition is encoded once, and the predictor and heads learn on the cached latents
+    return model
+
+
+def _train_on_cached_latents(
+    accelerator, model, out, progress, *, store, spec, cfg, train_ids, holdout_ids
+):
+    """The loop of a fixed encoder (state normaliser, object moments, frozen ViT + PCA): every
+    transition is encoded once, and the predictor and heads learn on the cached latents.
+
+    1. windows of cached latents, and transitions drawn uniformly for the heads; 2. the losses
+    (`world_model_losses`); 3. backward, clip and one AdamW step; then the log and checkpoint.
+    """
+    device = accelerator.device
     model.encoder.requires_grad_(False)
     target_encoder = model.encoder
     cache = cache_latents(model, store, device)
@@ -669,8 +691,8 @@ def train_world_model(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = seeding.generator("wm-batches", cfg.seed)
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
+    train_rows = store.episode_indices(torch.as_tensor(train_ids))
 
-    # 2. the loop
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
@@ -690,6 +712,7 @@ def train_world_model(
             lr = world_model_lr(cfg, step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
+            # 1. windows and head transitions; 2. losses; 3. step
             batch = cache[sample_windows(episodes, cfg.batch_size, cfg.seq_len, gen)].to(device)
             z, target = batch["latent"], batch["next", "latent"]
             pick = torch.randint(len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen)
@@ -713,7 +736,7 @@ def train_world_model(
     train_seconds = time.perf_counter() - start
     end_tracking(accelerator)
 
-    # 3. held-out evaluation, save
+    # held-out evaluation, save
     run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
     return _finish(model, target_encoder, history, train_seconds, device, out, **run)
 
