@@ -76,61 +76,14 @@ def collect_rollouts(
     data sets in several calls into the same `out`. `start_ranges` ({state index: (low, high)},
     see `vjepa_agent.envs.starts`) starts every episode with those state components drawn uniformly.
     """
-    require(0 <= sticky_actions < 1, f"sticky_actions must be in [0, 1), got {sticky_actions}")
     # Step 0: validate everything before any env runs.
-    spec = check_env_id(env_id)
-    if obs not in ("pixels", "state"):
-        raise UserError(f"obs must be 'pixels' or 'state', got {obs!r}")
-    if steps < 1 or num_envs < 1:
-        raise UserError(
-            f"steps and num_envs must be positive, got steps={steps}, num_envs={num_envs}"
-        )
-    if video_dir is not None and obs != "pixels":
-        raise UserError(
-            "video_dir needs pixel observations; collect with obs='pixels' or drop video_dir"
-        )
-    pixels = obs == "pixels"
-    if pixels:
-        check_renders_rgb(spec)
-    crop = resolve_crop(env_id, crop) if pixels else None
-    store = None
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        store = RolloutStore.open(
-            out,
-            expect_env=env_id,
-            expect_obs=obs,
-            expect_size=size if pixels else None,
-            expect_frame_stack=frame_stack if pixels else None,
-        )
-        if pixels and (store.meta.get("render_scale") or 1) != 1:
-            raise UserError(
-                f"rollout store '{out}' holds frames rendered at a larger scale, which this "
-                "version does not render; collect into a new folder"
-            )
+    pixels, crop, store = _check_collection(
+        env_id, steps, obs, num_envs, out, size, frame_stack, crop, video_dir, sticky_actions
+    )
 
     # Step 1: the vector env (same-step autoreset: terminal obs arrive in info["final_obs"]).
-    if pixels:
-        wrapper = partial(
-            PixelObservation,
-            size=size,
-            grayscale=grayscale,
-            frame_stack=frame_stack,
-            crop=crop,
-        )
-        make_kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
-    else:
-        wrapper = float32_observations
-        make_kwargs = dict(env_kwargs or {})
-    wrappers = [wrapper]
-    if start_ranges:  # innermost, so the first frame already shows the drawn state
-        wrappers.insert(0, partial(ExploringStarts, ranges=start_ranges))
-    envs = gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        wrappers=wrappers,
-        **make_kwargs,
+    envs = _make_vector_env(
+        env_id, num_envs, pixels, size, grayscale, frame_stack, crop, start_ranges, env_kwargs
     )
     # frames are small: extra threads only fight over the cores (30x slower under load)
     try:
@@ -165,6 +118,91 @@ def collect_rollouts(
     return td
 
 
+def _check_collection(
+    env_id: str,
+    steps: int,
+    obs: str,
+    num_envs: int,
+    out: str | Path | None,
+    size: int,
+    frame_stack: int,
+    crop: Crop | Literal["auto"] | None,
+    video_dir: str | Path | None,
+    sticky_actions: float,
+) -> tuple[bool, Crop | None, RolloutStore | None]:
+    """Every check of `collect_rollouts` that needs no env step, as one-line errors; returns
+    (pixel observations?, the resolved crop, the store already at `out` or None)."""
+    require(0 <= sticky_actions < 1, f"sticky_actions must be in [0, 1), got {sticky_actions}")
+    spec = check_env_id(env_id)
+    if obs not in ("pixels", "state"):
+        raise UserError(f"obs must be 'pixels' or 'state', got {obs!r}")
+    if steps < 1 or num_envs < 1:
+        raise UserError(
+            f"steps and num_envs must be positive, got steps={steps}, num_envs={num_envs}"
+        )
+    if video_dir is not None and obs != "pixels":
+        raise UserError(
+            "video_dir needs pixel observations; collect with obs='pixels' or drop video_dir"
+        )
+    pixels = obs == "pixels"
+    if pixels:
+        check_renders_rgb(spec)
+    crop = resolve_crop(env_id, crop) if pixels else None
+    store = None
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        store = RolloutStore.open(
+            out,
+            expect_env=env_id,
+            expect_obs=obs,
+            expect_size=size if pixels else None,
+            expect_frame_stack=frame_stack if pixels else None,
+        )
+        if pixels and (store.meta.get("render_scale") or 1) != 1:
+            raise UserError(
+                f"rollout store '{out}' holds frames rendered at a larger scale, which this "
+                "version does not render; collect into a new folder"
+            )
+    return pixels, crop, store
+
+
+def _make_vector_env(
+    env_id: str,
+    num_envs: int,
+    pixels: bool,
+    size: int,
+    grayscale: bool,
+    frame_stack: int,
+    crop: Crop | None,
+    start_ranges: StartRanges | None,
+    env_kwargs: dict[str, Any] | None,
+) -> gym.vector.VectorEnv:
+    """`num_envs` synchronous copies of `env_id` with same-step autoreset, each wrapped for pixel
+    (uint8 frame stacks) or state (float32) observations, exploring starts innermost."""
+    if pixels:
+        wrapper = partial(
+            PixelObservation,
+            size=size,
+            grayscale=grayscale,
+            frame_stack=frame_stack,
+            crop=crop,
+        )
+        make_kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
+    else:
+        wrapper = float32_observations
+        make_kwargs = dict(env_kwargs or {})
+    wrappers = [wrapper]
+    if start_ranges:  # innermost, so the first frame already shows the drawn state
+        wrappers.insert(0, partial(ExploringStarts, ranges=start_ranges))
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        wrappers=wrappers,
+        **make_kwargs,
+    )
+
+
 def _run(
     envs: gym.vector.VectorEnv,
     steps: int,
@@ -178,41 +216,10 @@ def _run(
     """Step `envs` ceil(steps / E) times; return `steps` transitions ordered by (episode, step)."""
     E = envs.num_envs
     n_vec = math.ceil(steps / E)
-    act_space = envs.single_action_space
-    if isinstance(act_space, gym.spaces.Discrete):
-        act_shape, act_dtype = (), np.int64
-    elif isinstance(act_space, gym.spaces.Box):
-        act_shape, act_dtype = act_space.shape, np.float32
-    else:
-        raise UserError(
-            f"environment '{env_id}' has a {type(act_space).__name__} action space; collection "
-            f"supports Discrete and Box actions"
-        )
-    state_space = envs.single_observation_space
-    if pixels:
-        state_space = envs.envs[0].env.observation_space  # the env under PixelObservation
-    if not isinstance(state_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UserError(
-            f"environment '{env_id}' has a {type(state_space).__name__} observation space; "
-            f"collection stores Box (or Discrete) observations only"
-        )
-    state_shape = state_space.shape
-
+    act_shape, act_dtype, state_shape = _check_spaces(envs, pixels, env_id)
     # Time-major buffers (n_vec, E, ...), reordered into episodes at the end.
-    buf: dict[str, np.ndarray] = {
-        "observation": np.zeros((n_vec, E, *state_shape), np.float32),
-        "next_observation": np.zeros((n_vec, E, *state_shape), np.float32),
-        "action": np.zeros((n_vec, E, *act_shape), act_dtype),
-        "reward": np.zeros((n_vec, E), np.float32),
-        "terminated": np.zeros((n_vec, E), bool),
-        "truncated": np.zeros((n_vec, E), bool),
-        "episode": np.zeros((n_vec, E), np.int64),  # provisional id, renumbered below
-        "step": np.zeros((n_vec, E), np.int64),
-    }
-    if pixels:
-        pix_shape = envs.single_observation_space.shape
-        buf["pixels"] = np.zeros((n_vec, E, *pix_shape), np.uint8)
-        buf["next_pixels"] = np.zeros((n_vec, E, *pix_shape), np.uint8)
+    pix_shape = envs.single_observation_space.shape if pixels else None
+    buf = _time_major_buffers(n_vec, E, state_shape, act_shape, act_dtype, pix_shape)
 
     obs_b, info = envs.reset(seed=seed)
     envs.action_space.seed(seed)
@@ -239,13 +246,7 @@ def _run(
         fresh = done
         if done.any() and hasattr(policy, "episodes_ended"):
             policy.episodes_ended(done)  # a stateful policy (e.g. MPCAgent) forgets those envs
-
-        # The recorded next obs is the true one: the terminal obs where an episode ended.
-        next_pix = next_obs.copy()
-        next_state = np.array(info["state"] if pixels else next_obs, dtype=np.float32, copy=True)
-        for i in np.flatnonzero(done):
-            next_pix[i] = info["final_obs"][i]
-            next_state[i] = info["final_info"]["state"][i] if pixels else info["final_obs"][i]
+        next_pix, next_state = _true_next_observations(next_obs, info, done, pixels)
 
         buf["observation"][t] = state_b
         buf["next_observation"][t] = next_state
@@ -272,8 +273,86 @@ def _run(
 
     # Final ids: finished episodes in completion order, then the ones cut by the step budget.
     cut = [int(episode_of_env[i]) for i in range(E) if step_of_env[i] > 0]
-    rank = np.full(next_provisional, -1, np.int64)
-    rank[finished + cut] = np.arange(len(finished) + len(cut))
+    return _in_episode_order(buf, steps, finished + cut, next_provisional, pixels)
+
+
+def _check_spaces(
+    envs: gym.vector.VectorEnv, pixels: bool, env_id: str
+) -> tuple[tuple[int, ...], type, tuple[int, ...]]:
+    """(action shape, action dtype, state shape) of a sub-env; one-line errors for the spaces
+    collection does not store."""
+    act_space = envs.single_action_space
+    if isinstance(act_space, gym.spaces.Discrete):
+        act_shape, act_dtype = (), np.int64
+    elif isinstance(act_space, gym.spaces.Box):
+        act_shape, act_dtype = act_space.shape, np.float32
+    else:
+        raise UserError(
+            f"environment '{env_id}' has a {type(act_space).__name__} action space; collection "
+            f"supports Discrete and Box actions"
+        )
+    state_space = envs.single_observation_space
+    if pixels:
+        state_space = envs.envs[0].env.observation_space  # the env under PixelObservation
+    if not isinstance(state_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UserError(
+            f"environment '{env_id}' has a {type(state_space).__name__} observation space; "
+            f"collection stores Box (or Discrete) observations only"
+        )
+    return act_shape, act_dtype, state_space.shape
+
+
+def _time_major_buffers(
+    n_vec: int,
+    num_envs: int,
+    state_shape: tuple[int, ...],
+    act_shape: tuple[int, ...],
+    act_dtype: type,
+    pix_shape: tuple[int, ...] | None,
+) -> dict[str, np.ndarray]:
+    """Zeroed (n_vec, E, ...) arrays for every recorded field (pixels only with `pix_shape`)."""
+    shape = (n_vec, num_envs)
+    buf: dict[str, np.ndarray] = {
+        "observation": np.zeros((*shape, *state_shape), np.float32),
+        "next_observation": np.zeros((*shape, *state_shape), np.float32),
+        "action": np.zeros((*shape, *act_shape), act_dtype),
+        "reward": np.zeros(shape, np.float32),
+        "terminated": np.zeros(shape, bool),
+        "truncated": np.zeros(shape, bool),
+        "episode": np.zeros(shape, np.int64),  # provisional id, renumbered at the end
+        "step": np.zeros(shape, np.int64),
+    }
+    if pix_shape is not None:
+        buf["pixels"] = np.zeros((*shape, *pix_shape), np.uint8)
+        buf["next_pixels"] = np.zeros((*shape, *pix_shape), np.uint8)
+    return buf
+
+
+def _true_next_observations(
+    next_obs: np.ndarray, info: dict[str, Any], done: np.ndarray, pixels: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(next pixels, next states) as recorded: the terminal observation where an episode ended
+    (same-step autoreset returns the next episode's first one in `next_obs`)."""
+    next_pix = next_obs.copy()
+    next_state = np.array(info["state"] if pixels else next_obs, dtype=np.float32, copy=True)
+    for i in np.flatnonzero(done):
+        next_pix[i] = info["final_obs"][i]
+        next_state[i] = info["final_info"]["state"][i] if pixels else info["final_obs"][i]
+    return next_pix, next_state
+
+
+def _in_episode_order(
+    buf: dict[str, np.ndarray],
+    steps: int,
+    order: list[int],
+    num_provisional: int,
+    pixels: bool,
+) -> TensorDict:
+    """The first `steps` transitions of the time-major buffers as a TensorDict ordered by
+    (episode, step), the provisional episode ids renumbered 0, 1, ... in `order`."""
+    n_vec, E = buf["reward"].shape
+    rank = np.full(num_provisional, -1, np.int64)
+    rank[order] = np.arange(len(order))
     episode = rank[buf.pop("episode").reshape(-1)]
     step = buf.pop("step").reshape(-1)
     perm = np.argsort(episode * (n_vec + 1) + step, kind="stable")[:steps]
