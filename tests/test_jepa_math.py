@@ -119,3 +119,46 @@ def test_jepa_adds_the_regularizer_and_freezes_the_patch_embedding(regularizer):
     assert model.student.transformer.blocks[0].attn.qkv.weight.grad is not None
     optimised = {id(p) for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
     assert not optimised & {id(p) for p in model.student.patch_embed.parameters()}
+
+
+def test_within_clip_options_ignore_what_is_the_same_everywhere_in_a_clip():
+    """Flat-colour clips (every token of a clip alike): centred targets are zero, and the within-clip
+    regularizer sees no variance at all (the full hinge, no covariance), where across the batch
+    the colours' variance and covariances are what it scores."""
+    from vjepa_agent.config import EncoderConfig, PredictorConfig, PretrainConfig
+    from vjepa_agent.jepa import JEPA
+    from vjepa_agent.masking import mask_generator, sample_masks
+    from vjepa_agent.models.encoder import gather_tokens
+
+    def build(**kw):
+        torch.manual_seed(0)
+        cfg = PretrainConfig(
+            encoder=EncoderConfig(dim=32, depth=1, heads=2, patch_size=8),
+            predictor=PredictorConfig(dim=16, depth=1, heads=2),
+            regularizer="vicreg",
+            **kw,
+        )
+        return JEPA(cfg).eval(), cfg
+
+    colours = 3 * torch.randn(8, 3, 1, 1, 1)  # one flat colour per clip
+    video = colours.expand(8, 3, 4, 32, 32).contiguous()
+    model, cfg = build(center_targets=True, reg_within_clip=True)
+    grid = model.student.grid(video.shape)
+    masks = [sample_masks(m, grid, 8, mask_generator(0, 0, 0)) for m in cfg.masks]
+    out = model(video, masks)
+    with torch.no_grad():
+        preds = [
+            model.predictor(model.student(video, keep=m.context), m.context, m.target, grid, i)
+            for i, m in enumerate(masks)
+        ]
+    zero_target = torch.stack([p.abs().mean() for p in preds]).mean()  # |pred - 0|
+    torch.testing.assert_close(out["prediction_loss"].detach(), zero_target)
+    # relu(1 - sqrt(eps)) = 0.99 and zero covariance: nothing varies inside a clip
+    assert abs(float(out["reg_loss"].detach()) - 0.99) < 1e-3
+
+    plain, _ = build()
+    base = plain(video, masks)
+    assert abs(float(base["reg_loss"].detach()) - 0.99) > 1.0  # across clips the colours do vary
+    teacher = plain.teacher(video)
+    targets = torch.nn.functional.layer_norm(teacher, teacher.shape[-1:])
+    assert float(gather_tokens(targets, masks[0].target).abs().mean()) > 0.5  # uncentred: not zero

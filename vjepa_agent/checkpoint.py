@@ -287,6 +287,11 @@ def export_pretrained(model: nn.Module, cfg, folder: str | Path, step: int) -> P
             "predictor": to_dict(cfg.predictor),
             "frames_per_clip": cfg.frames_per_clip,
             "crop_size": cfg.crop_size,
+            **(
+                {"synthetic_object_scale": list(cfg.synthetic_object_scale)}
+                if getattr(cfg, "data", 0) is None
+                else {}
+            ),
         },
         folder / "config.json",
     )

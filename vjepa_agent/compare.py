@@ -175,6 +175,7 @@ def run_job(cfg: CompareConfig, variant: Variant, noise: float, seed: int = 0) -
         pre.crop_size,
         noise,
         pre.seed,
+        tuple(pre.synthetic_object_scale),
     )
     train, test = extract_features(encoder, train_set), extract_features(encoder, test_set)
     names = synthetic_class_names()

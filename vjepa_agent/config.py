@@ -135,6 +135,8 @@ class PretrainConfig:
     """Number of procedurally generated videos when no --data is given."""
     synthetic_noise: float = 0.0
     """Strength in [0, 1] of the unpredictable per-frame nuisance in the synthetic videos."""
+    synthetic_object_scale: tuple[float, float] = (0.14, 0.2)
+    """Radius range of the synthetic videos' main object, as fractions of the frame (vjepa_agent.data.synthetic)."""
     batch_size: int = 8
     """Clips per process per micro-batch."""
     num_workers: int = 0
@@ -155,6 +157,12 @@ class PretrainConfig:
     """Weight of the regularizer in the loss (ignored when regularizer is 'none')."""
     freeze_patch_embed: bool = False
     """Keep the tubelet embedding (Conv3d) at its random initialisation (MoCo v3's random patch projection)."""
+    center_targets: bool = False
+    """JEPA: subtract each clip's mean teacher token from its tokens before the layer norm, so the
+    part of the targets shared by every token of a clip (e.g. its background colour) is not predicted."""
+    reg_within_clip: bool = False
+    """JEPA: apply the regularizer to context tokens minus their clip's mean, so its variance must
+    come from differences inside a clip, not from what separates clips."""
 
     # ---- optimisation ----
     lr: float = 6.25e-4
@@ -244,6 +252,11 @@ class PretrainConfig:
             require(0 <= m <= 1, f"ema momentum must be in [0, 1], got {self.ema}")
         require(self.loss_exp > 0, f"loss_exp must be > 0, got {self.loss_exp}")
         require(self.reg_weight >= 0, f"reg_weight must be >= 0, got {self.reg_weight}")
+        lo, hi = self.synthetic_object_scale
+        require(
+            0 < lo <= hi <= 0.4,
+            f"synthetic_object_scale must satisfy 0 < low <= high <= 0.4, got {lo, hi}",
+        )
         if self.data is not None:
             require(
                 Path(self.data).exists(),
@@ -715,6 +728,8 @@ class ProbeConfig:
     """Synthetic probe-test videos (without --data; a disjoint split)."""
     synthetic_noise: float = 0.0
     """Nuisance strength in [0, 1] of the synthetic videos."""
+    synthetic_object_scale: tuple[float, float] | None = None
+    """Radius range of the synthetic videos' main object; None = the encoder's pretraining value."""
     epochs: int = 40
     """Probe training epochs over the cached features."""
     lr: float | None = None

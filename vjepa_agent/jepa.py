@@ -12,6 +12,14 @@ follows through the EMA (the teacher itself gets no gradient):
   directions can carry all the variance;
 - `sigreg_loss`: SIGReg (LeJEPA): an Epps-Pulley test, on random 1-D projections, that the
   standardised-free embeddings are distributed as N(0, 1); zero only for Gaussian embeddings.
+
+Two options against the "slow features" failure (the most predictable thing in a clip, such as
+its background colour, taking over the embedding; docs/video_jepa.md):
+
+- `center_targets`: the teacher's tokens minus their clip mean are the targets, so what is the
+  same for every token of a clip earns the predictor nothing;
+- `reg_within_clip`: the regularizer sees context tokens minus their clip mean, so an embedding
+  that is constant within each clip (however much it varies between clips) pays its full penalty.
 """
 
 from __future__ import annotations
@@ -98,6 +106,8 @@ class JEPA(nn.Module):
         elif cfg.regularizer == "sigreg":
             self.regularizer = sigreg_loss
         self.reg_weight = cfg.reg_weight
+        self.center_targets = cfg.center_targets
+        self.reg_within_clip = cfg.reg_within_clip
         self.student = VideoEncoder(cfg.encoder)
         self.predictor = MaskedPredictor(cfg.encoder, cfg.predictor, num_mask_tokens=len(cfg.masks))
         if cfg.freeze_patch_embed:  # before the copy: the teacher's stays equal to it
@@ -111,10 +121,13 @@ class JEPA(nn.Module):
     def forward(self, video: torch.Tensor, masks: list[Masks]) -> dict[str, torch.Tensor]:
         """video (B, C, T, H, W); one Masks per mask configuration -> {"loss", "embeddings" (teacher tokens, for the collapse monitors)}."""
         grid = self.student.grid(video.shape)
-        # 1. teacher sees the whole clip; layer-norm its tokens (no affine) as targets
+        # 1. teacher sees the whole clip; (centre per clip and) layer-norm its tokens as targets
         with torch.no_grad():
             teacher_tokens = self.teacher(video)  # (B, N, D)
-            targets = F.layer_norm(teacher_tokens.float(), teacher_tokens.shape[-1:])
+            targets = teacher_tokens.float()
+            if self.center_targets:
+                targets = targets - targets.mean(dim=1, keepdim=True)
+            targets = F.layer_norm(targets, targets.shape[-1:])
         # 2. per mask config: student encodes context, predictor fills in the targets
         losses, regs = [], []
         for mask_id, m in enumerate(masks):
@@ -122,6 +135,8 @@ class JEPA(nn.Module):
             pred = self.predictor(context, m.context, m.target, grid, mask_id)  # (B, Nt, D)
             losses.append(jepa_loss(pred, gather_tokens(targets, m.target), self.loss_exp))
             if self.regularizer is not None:  # across every context token of the batch
+                if self.reg_within_clip:
+                    context = context - context.mean(dim=1, keepdim=True)
                 regs.append(self.regularizer(context.flatten(0, 1)))  # (B * Nc, D)
         # 3. average over mask configs; plus the weighted regularizer
         loss = torch.stack(losses).mean()

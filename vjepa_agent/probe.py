@@ -380,14 +380,27 @@ def labelled_video_split(cfg: ProbeConfig, frames: int, size: int):
 
 
 def synthetic_probe_sets(
-    num_train: int, num_val: int, frames: int, size: int, noise: float, seed: int = 0
+    num_train: int,
+    num_val: int,
+    frames: int,
+    size: int,
+    noise: float,
+    seed: int = 0,
+    object_scale: tuple[float, float] = (0.14, 0.2),
 ):
     """Labelled synthetic probe sets (disjoint 'probe_train' / 'probe_test' splits), no augmentation."""
     from vjepa_agent.data.synthetic import SyntheticVideoDataset
 
     def make(n: int, split: str):
         return SyntheticVideoDataset(
-            n, frames, size, seed=seed, noise=noise, augment=False, split=split
+            n,
+            frames,
+            size,
+            seed=seed,
+            noise=noise,
+            augment=False,
+            split=split,
+            object_scale=object_scale,
         )
 
     return make(num_train, "probe_train"), make(num_val, "probe_test")
@@ -425,8 +438,15 @@ def run_eval_probe(cfg: ProbeConfig) -> dict:
     if cfg.data is None:
         from vjepa_agent.data.synthetic import NUM_CLASSES
 
+        scale = cfg.synthetic_object_scale or meta.get("synthetic_object_scale", (0.14, 0.2))
         train_set, val_set = synthetic_probe_sets(
-            cfg.synthetic_train, cfg.synthetic_val, frames, size, cfg.synthetic_noise, cfg.seed
+            cfg.synthetic_train,
+            cfg.synthetic_val,
+            frames,
+            size,
+            cfg.synthetic_noise,
+            cfg.seed,
+            tuple(scale),
         )
         num_classes, names = NUM_CLASSES, synthetic_class_names()
     else:

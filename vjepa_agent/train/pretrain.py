@@ -47,6 +47,7 @@ def build_dataset(cfg: PretrainConfig):
             size=cfg.crop_size,
             seed=cfg.seed,
             noise=cfg.synthetic_noise,
+            object_scale=cfg.synthetic_object_scale,
         )
     if (Path(cfg.data) / "meta.json").is_file() and (Path(cfg.data) / "chunks").is_dir():
         from vjepa_agent.data.rollouts import RolloutClipDataset
