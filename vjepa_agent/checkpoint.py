@@ -334,6 +334,29 @@ def load_encoder(path: str | Path, which: str = "teacher"):
     return encoder, meta
 
 
+def require_same_encoder(loaded, built, path: str | Path, flags: str = "--encoder.") -> None:
+    """A one-line error unless the encoder exported at `path` (config `loaded`) is the network
+    `built` describes: every EncoderConfig field but the size name and activation checkpointing
+    (which change no computation) equal, so its weights compute there what they computed where
+    they were trained (a converted V-JEPA 2 encoder needs norm_eps 1e-6 and rope_layout vjepa2 as
+    well as its sizes). The error lists the flags (`flags` + field name) that would make it so."""
+    from vjepa_agent.config import to_dict
+
+    have, want = to_dict(loaded.resolved()), to_dict(built.resolved())
+    differ = [
+        name
+        for name, value in have.items()
+        if name not in ("size", "activation_checkpointing") and want.get(name) != value
+    ]
+    if differ:
+        first = differ[0]
+        needed = " ".join(f"{flags}{n.replace('_', '-')} {have[n]}" for n in differ)
+        raise UserError(
+            f"the encoder in '{path}' has {first}={have[first]}, the configured one "
+            f"{first}={want.get(first)}; pass {needed}"
+        )
+
+
 # ---------------------------------------------------------------------------- world-model loops
 
 

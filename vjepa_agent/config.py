@@ -55,6 +55,17 @@ class EncoderConfig:
     """Bias on the query/key/value projection."""
     activation_checkpointing: bool = False
     """Recompute block activations in backward to save memory."""
+    norm_eps: float = 1e-5
+    """Epsilon of every LayerNorm (the blocks' and the final one); V-JEPA and V-JEPA 2: 1e-6."""
+    rope_layout: Literal["halves", "vjepa2"] = "halves"
+    """Where RoPE's rotated channel pairs lie in a head (models/layers.py, Rope3d). halves: this
+    library's own; vjepa2: V-JEPA 2's exactly (contiguous t, h, w parts, adjacent pairs, each
+    part's frequencies repeated twice across it), what its released models were trained with."""
+    sincos_layout: Literal["remainder", "half_time", "uniform"] = "remainder"
+    """How the sin-cos positions share dim between t, h, w (models/layers.py, sincos_3d).
+    remainder: h and w 2 * floor(dim / 6) each, time the rest (this library's own); half_time:
+    time dim / 2, h and w dim / 4 (V-JEPA's uniform_power=False); uniform: 2 * ceil(dim / 6) each,
+    cut to dim (V-JEPA's uniform_power=True, its released models)."""
 
     def resolved(self) -> EncoderConfig:
         """A copy with the size preset (if any) applied."""
@@ -766,6 +777,82 @@ class ProbeConfig:
                 Path(self.data).exists(),
                 f"data path '{self.data}' does not exist; pass a folder with class sub-folders or a 'path label' CSV",
             )
+
+
+@dataclass
+class ConvertConfig:
+    """`vjepa-convert` (`scripts/convert_checkpoint.py`): an official V-JEPA / V-JEPA 2 training
+    checkpoint as this library's encoder export (vjepa_agent/convert.py)."""
+
+    checkpoint: Path | None = None
+    """The `torch.save` file of V-JEPA or V-JEPA 2 training, a dict holding the `encoder`,
+    `target_encoder` and `predictor` state dicts (required)."""
+    out: Path = Path("runs/converted")
+    """Export folder to write: encoder.safetensors, student.safetensors, config.json."""
+    key: Literal["target_encoder", "encoder"] = "target_encoder"
+    """Which encoder becomes encoder.safetensors (what load_encoder and the probe use by default):
+    the EMA target encoder, or the encoder trained by gradient."""
+    size: str | None = None
+    """ViT size preset (ENCODER_SIZES: tiny, small, base, large, huge, giant); the flags below
+    override its numbers (V-JEPA 2's vit_giant with 16 heads: --size giant --heads 16)."""
+    dim: int | None = None
+    """Token width (None = the size preset's)."""
+    depth: int | None = None
+    """Transformer blocks (None = the size preset's)."""
+    heads: int | None = None
+    """Attention heads (None = the size preset's)."""
+    mlp_ratio: float | None = None
+    """MLP hidden width relative to dim (None = the size preset's, else 4)."""
+    patch_size: int = 16
+    """Spatial patch size in pixels."""
+    tubelet_size: int = 2
+    """Frames per tubelet."""
+    pos_embed: Literal["rope", "sincos"] = "rope"
+    """rope: V-JEPA 2 (3-D RoPE); sincos: V-JEPA (a fixed sin-cos table, read from the
+    checkpoint's pos_embed and checked against this library's layouts)."""
+    frames_per_clip: int = 16
+    """Frames per clip the model was trained on (recorded for the probe; with sincos it must match
+    the pos_embed table)."""
+    crop_size: int = 256
+    """Clip side in pixels the model was trained on (as frames_per_clip)."""
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder this checkpoint holds, with V-JEPA's LayerNorm epsilon and position layouts
+        (the sin-cos layout is settled from the checkpoint's table by the conversion)."""
+        base = EncoderConfig(size=self.size).resolved() if self.size else EncoderConfig()
+        given = {
+            "dim": self.dim,
+            "depth": self.depth,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+        }
+        return dataclasses.replace(
+            base,
+            **{k: v for k, v in given.items() if v is not None},
+            patch_size=self.patch_size,
+            tubelet_size=self.tubelet_size,
+            pos_embed=self.pos_embed,
+            norm_eps=1e-6,
+            rope_layout="vjepa2",
+        )
+
+    def validate(self) -> None:
+        """Fail in one line before the checkpoint is read."""
+        require(self.checkpoint is not None, "pass --checkpoint with a V-JEPA / V-JEPA 2 .pt file")
+        require(
+            self.size is not None or None not in (self.dim, self.depth, self.heads),
+            "pass --size (tiny, small, base, large, huge, giant) or all of --dim, --depth, --heads",
+        )
+        enc = self.encoder_config()
+        require(enc.dim % enc.heads == 0, f"dim={enc.dim} is not divisible by heads={enc.heads}")
+        require(
+            self.frames_per_clip % enc.tubelet_size == 0,
+            f"frames_per_clip={self.frames_per_clip} is not divisible by tubelet_size={enc.tubelet_size}",
+        )
+        require(
+            self.crop_size % enc.patch_size == 0,
+            f"crop_size={self.crop_size} is not divisible by patch_size={enc.patch_size}",
+        )
 
 
 def compare_pretrain_defaults() -> PretrainConfig:

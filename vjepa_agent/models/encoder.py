@@ -30,7 +30,11 @@ class VideoEncoder(nn.Module):
         self.cfg = cfg
         self.dim = cfg.dim
         self.patch_embed = PatchEmbed3d(cfg.in_channels, cfg.dim, cfg.patch_size, cfg.tubelet_size)
-        self.rope = Rope3d(cfg.dim // cfg.heads) if cfg.pos_embed == "rope" else None
+        self.rope = (
+            Rope3d(cfg.dim // cfg.heads, layout=cfg.rope_layout)
+            if cfg.pos_embed == "rope"
+            else None
+        )
         self.transformer = Transformer(
             cfg.dim,
             cfg.depth,
@@ -38,6 +42,8 @@ class VideoEncoder(nn.Module):
             cfg.mlp_ratio,
             cfg.qkv_bias,
             cfg.activation_checkpointing,
+            cfg.norm_eps,
+            cfg.rope_layout,
         )
         init_weights(self)
 
@@ -61,7 +67,7 @@ class VideoEncoder(nn.Module):
         # 3. position: added sin-cos, or RoPE inside attention
         rope = None
         if self.rope is None:
-            x = x + sincos_3d(pos, self.dim).to(x.dtype)
+            x = x + sincos_3d(pos, self.dim, self.cfg.sincos_layout).to(x.dtype)
         else:
             rope = self.rope(pos)
         return self.transformer(x, rope)

@@ -7,6 +7,7 @@ Shapes: video (B, C, T, H, W); tokens (B, N, D) with N = T/tubelet * H/patch * W
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,53 +33,94 @@ def _sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angle.sin(), angle.cos()], dim=-1).float()
 
 
-def sincos_3d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """Fixed 3-D sin-cos embedding of (..., 3) positions -> (..., dim).
+SincosLayout = Literal["remainder", "half_time", "uniform"]
 
-    Each axis gets an even share of about dim/3 (time takes the remainder); V-JEPA's layout.
+
+def sincos_3d(
+    positions: torch.Tensor, dim: int, layout: SincosLayout = "remainder"
+) -> torch.Tensor:
+    """Fixed 3-D sin-cos embedding of (..., 3) positions -> (..., dim): the (t, h, w) features
+    side by side, each axis's sines then cosines.
+
+    How dim is shared between the axes (`EncoderConfig.sincos_layout`): remainder (this library's
+    default) gives h and w 2 * floor(dim / 6) each and time the rest; half_time (V-JEPA's
+    `uniform_power=False`) gives time dim / 2 and h and w dim / 4 each; uniform (V-JEPA's
+    `uniform_power=True`, its released models) gives every axis 2 * ceil(dim / 6) and cuts the
+    concatenation to dim.
     """
-    d_hw = 2 * (dim // 6)
-    d_t = dim - 2 * d_hw
-    return torch.cat(
-        [
-            _sincos_1d(positions[..., 0], d_t),
-            _sincos_1d(positions[..., 1], d_hw),
-            _sincos_1d(positions[..., 2], d_hw),
-        ],
-        dim=-1,
-    )
+    if layout == "remainder":
+        d_hw = 2 * (dim // 6)
+        parts = (dim - 2 * d_hw, d_hw, d_hw)
+    elif layout == "half_time":
+        if dim % 8:
+            raise ValueError(f"sincos layout half_time needs dim divisible by 8, got {dim}")
+        parts = (dim // 2, dim // 4, dim // 4)
+    elif layout == "uniform":
+        parts = (2 * math.ceil(dim / 6),) * 3
+    else:
+        raise ValueError(f"unknown sincos layout '{layout}'")
+    emb = torch.cat([_sincos_1d(positions[..., a], d) for a, d in enumerate(parts)], dim=-1)
+    return emb[..., :dim]
+
+
+RopeLayout = Literal["halves", "vjepa2"]
 
 
 class Rope3d(nn.Module):
     """3-D rotary position embedding (V-JEPA 2): the head dim splits into equal (t, h, w) parts.
 
     Each part (an even number of dims, floor(head_dim / 3) rounded down to even) rotates pairs of
-    channels by angle position * base^(-2i/part); leftover dims are not rotated.
+    channels by angle position * base^(-2i/part); leftover dims are not rotated. Where the
+    channels of the parts lie (`EncoderConfig.rope_layout`):
+
+    - halves (this library's default): the 3 * part rotated dims split in two halves, channel i
+      paired with channel i + 3 * part / 2 at one angle; each half holds the t, h, w frequencies
+      side by side.
+    - vjepa2 (V-JEPA 2's released models, exactly): the parts lie one after the other (t, then h,
+      then w), each rotating adjacent channels (2j, 2j + 1); channel c of a part turns at
+      frequency (c mod part / 2), the part's part / 2 frequencies repeated twice across it, so the
+      two channels of a pair turn at different rates.
     """
 
-    def __init__(self, head_dim: int, base: float = 10000.0):
+    def __init__(self, head_dim: int, base: float = 10000.0, layout: RopeLayout = "halves"):
         super().__init__()
+        if layout not in ("halves", "vjepa2"):
+            raise ValueError(f"unknown rope layout '{layout}'")
         self.part = 2 * (head_dim // 6)
         self.head_dim = head_dim
-        inv_freq = 1.0 / base ** (torch.arange(0, self.part, 2, dtype=torch.float32) / self.part)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.layout = layout
+        # base^(-i / (part/2)), i < part/2, computed as V-JEPA 2 does (identical float32 values)
+        exponent = torch.arange(self.part // 2, dtype=torch.float32) / (self.part / 2.0)
+        self.register_buffer("inv_freq", 1.0 / base**exponent, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, N, 3) -> cos, sin of shape (B, 1, N, 3 * part), broadcast over heads."""
         angles = positions.float()[..., None] * self.inv_freq  # (B, N, 3, part/2)
-        angles = rearrange(angles, "b n a f -> b n (a f)")
-        angles = torch.cat([angles, angles], dim=-1)  # pairs (i, i + half) share an angle
+        if self.layout == "halves":
+            angles = rearrange(angles, "b n a f -> b n (a f)")
+            angles = torch.cat([angles, angles], dim=-1)  # pairs (i, i + half) share an angle
+        else:  # each axis's frequencies twice over its own part, the parts in (t, h, w) order
+            angles = rearrange(torch.cat([angles, angles], dim=-1), "b n a f -> b n (a f)")
         angles = rearrange(angles, "b n d -> b 1 n d")
         return angles.cos(), angles.sin()
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply RoPE to the first cos.shape[-1] dims of x (B, heads, N, hd); the rest pass through."""
+def _rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout = "halves"
+) -> torch.Tensor:
+    """Apply RoPE to the first cos.shape[-1] dims of x (B, heads, N, hd); the rest pass through.
+
+    Pairs (i, i + r/2) for the halves layout, adjacent pairs (2j, 2j + 1) for vjepa2 (`Rope3d`).
+    """
     r = cos.shape[-1]
     x_rot, x_pass = x[..., :r], x[..., r:]
-    half = r // 2
-    x1, x2 = x_rot[..., :half], x_rot[..., half:]
-    rotated = torch.cat([-x2, x1], dim=-1)
+    if layout == "halves":
+        half = r // 2
+        x1, x2 = x_rot[..., :half], x_rot[..., half:]
+        rotated = torch.cat([-x2, x1], dim=-1)
+    else:
+        x1, x2 = x_rot.unflatten(-1, (-1, 2)).unbind(-1)
+        rotated = torch.stack([-x2, x1], dim=-1).flatten(-2)
     return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
 
@@ -98,11 +140,15 @@ class PatchEmbed3d(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through SDPA, with optional RoPE and an optional boolean attn mask."""
+    """Multi-head self-attention through SDPA, with optional RoPE (its pairs laid out as
+    `rope_layout`, see `Rope3d`) and an optional boolean attn mask."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+    def __init__(
+        self, dim: int, heads: int, qkv_bias: bool = True, rope_layout: RopeLayout = "halves"
+    ):
         super().__init__()
         self.heads = heads
+        self.rope_layout = rope_layout
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -120,7 +166,7 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         if rope is not None:
             cos, sin = rope
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = _rotate(q, cos, sin, self.rope_layout), _rotate(k, cos, sin, self.rope_layout)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -138,11 +184,19 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-5,
+        rope_layout: RopeLayout = "halves",
+    ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, qkv_bias, rope_layout)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
 
     def forward(self, x, rope=None, attn_mask=None):
@@ -151,7 +205,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of blocks with optional activation checkpointing and a final LayerNorm."""
+    """A stack of blocks with optional activation checkpointing and a final LayerNorm (every
+    LayerNorm with epsilon `norm_eps`; `rope_layout` as in `Rope3d`)."""
 
     def __init__(
         self,
@@ -161,10 +216,14 @@ class Transformer(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         activation_checkpointing: bool = False,
+        norm_eps: float = 1e-5,
+        rope_layout: RopeLayout = "halves",
     ):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, qkv_bias, norm_eps, rope_layout) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.activation_checkpointing = activation_checkpointing
 
     def forward(self, x, rope=None, attn_mask=None):

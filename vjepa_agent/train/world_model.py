@@ -652,6 +652,7 @@ def build_world_model(
     if model.learned_encoder:
         if cfg.encoder_init:  # it learns from the first step on, starting from these weights
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
+            ckpt.require_same_encoder(encoder.cfg, model.encoder.vit.cfg, cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
     elif spec["obs"] == "state":
         model.encoder.fit(store.data["observation"][train_rows])
@@ -661,6 +662,7 @@ def build_world_model(
     else:
         if cfg.encoder_init:
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
+            ckpt.require_same_encoder(encoder.cfg, model.encoder.vit.cfg, cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
         if cfg.latent == "compact":
             frames = _sample_frames(store, train_rows, 2048, "pca", cfg.seed)
