@@ -41,7 +41,7 @@ _CARTPOLE = dict(
     # pixels: object moments (translation-equivariant: the pole is read wherever the cart
     # is) on random-policy data whose episodes start anywhere in +-1.5 m, 10k steps, an
     # 8-step rollout loss: 476.4 / 500 / 500 / 478.6 for seeds 0-3
-    # (README: "What planning reaches")
+    # (docs/experiments.md: "What planning reaches")
     pixel_encoder={"pixels": "moments", "state": "vit"},
     exploring_starts={"pixels": True, "state": False},
     collect_steps={"pixels": 10000, "state": 5000},
@@ -59,7 +59,7 @@ _CARTPOLE = dict(
         "pixels": dict(failure_weight=5.0, termination_weight=1.0, batch_size=16),
         "state": {},
     },
-    # one wide iteration: a decision's time is the predictor's per-step calls (README)
+    # one wide iteration: a decision's time is the predictor's per-step calls (docs/experiments.md)
     samples=128,
     iterations=1,
 )
