@@ -873,6 +873,10 @@ def compare_pretrain_defaults() -> PretrainConfig:
         # falls below the random initialisation (docs/video_jepa.md)
         regularizer="vicreg",
         reg_weight=0.1,
+        # and both against the clip-global component (the background colour): targets centred
+        # per clip, the regularizer on clip-centred context tokens
+        center_targets=True,
+        reg_within_clip=True,
         warmup_steps=50,
         log_every=10,
         monitor_every=10,
@@ -895,9 +899,11 @@ class CompareConfig:
     """Nuisance strengths in [0, 1]; None = (0, 0.5, 1) for the objectives, (0, 1) for the EMA ablation."""
     probes: tuple[ProbeKind, ...] = ("attentive", "linear")
     """Frozen probes trained on each encoder."""
-    probe_train_videos: int = 1024
-    """Labelled videos the probes train on (split 'probe_train'; scaled by budget, at least 32)."""
-    probe_test_videos: int = 512
+    probe_train_videos: int = 4096
+    """Labelled videos the probes train on (split 'probe_train'; scaled by budget, at least 32).
+    Trained encoders need thousands: from 512 clips the attentive probe misses most of what their
+    tokens hold (docs/video_jepa.md)."""
+    probe_test_videos: int = 1024
     """Labelled videos the probes are scored on (split 'probe_test'; scaled by budget, at least 32)."""
     probe_epochs: int = 40
     """Probe training epochs over the cached features."""
