@@ -34,7 +34,7 @@ def test_agent_batched_equals_single_and_is_deterministic():
         single = MPCAgent(wm, env.action_space, objective, cfg, seed=3)
         single.reset(3)
         single.generators = single.generators[e : e + 1]
-        single.probs = single.probs[e : e + 1]
+        single.warm = {k: v[e : e + 1] for k, v in single.warm.items()}
         single.num_envs = 1
         actions = [single.act(obs[e : e + 1]) for _ in range(4)]
         assert [int(a[0]) for a in actions] == [int(b[e]) for b in batched]
@@ -57,12 +57,13 @@ def test_agent_forgets_only_the_envs_whose_episode_ended():
     agent = MPCAgent(wm, env.action_space, LatentObjective(goal=torch.zeros(4)), cfg, seed=3)
     obs = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 0.05
     agent(obs)  # a collection policy: resizes to 3 envs, acts
-    before = agent.probs.clone()
+    before = agent.warm["probs"].clone()
     uniform = torch.full_like(before[0], 0.5)
     assert not torch.equal(before[1], uniform) and agent.has_last.all()
     agent.episodes_ended(np.array([False, True, False]))
-    assert torch.equal(agent.probs[1], uniform)  # env 1 starts over
-    assert torch.equal(agent.probs[[0, 2]], before[[0, 2]])  # the others keep their warm start
+    assert torch.equal(agent.warm["probs"][1], uniform)  # env 1 starts over
+    # the others keep their warm start
+    assert torch.equal(agent.warm["probs"][[0, 2]], before[[0, 2]])
     assert agent.has_last.tolist() == [True, False, True] and agent.plan is None
 
 

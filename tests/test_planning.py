@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from vjepa_agent.config import PlannerConfig
 from vjepa_agent.errors import UserError
 from vjepa_agent.planning import (
+    CONTINUOUS_PLANNERS,
+    DISCRETE_PLANNERS,
+    PLANNERS,
     action_space_kind,
     action_space_nvec,
     categorical_cem,
@@ -16,6 +20,7 @@ from vjepa_agent.planning import (
     check_planner_fits,
     gaussian_init,
     goal_distance,
+    make_planner,
     mppi,
     reward_cost,
     shift_warm_start,
@@ -260,6 +265,61 @@ def test_check_planner_fits():
         check_planner_fits("categorical_cem", gym.spaces.Box(-2, 2, (1,)))
     with pytest.raises(UserError, match="unknown planner"):
         check_planner_fits("random", gym.spaces.Discrete(2))
+
+
+@pytest.mark.parametrize("name", list(PLANNERS))
+def test_every_registered_planner_follows_the_interface(name):
+    # init -> plan -> shift -> restart keep the (E, H, ...) shapes the agent relies on
+    cfg = PlannerConfig(samples=8, elites=2, iterations=2)
+    space = (
+        gym.spaces.MultiDiscrete([3, 2])
+        if name in DISCRETE_PLANNERS
+        else gym.spaces.Box(-1, 1, (2,))
+    )
+    planner = make_planner(name, cfg, space)
+    assert planner.name == name and isinstance(planner, PLANNERS[name])
+    num_envs, horizon = 3, 4
+    dist = planner.init(num_envs, horizon)
+    assert all(v.shape[:2] == (num_envs, horizon) for v in dist.values())
+
+    def cost_fn(actions: torch.Tensor) -> torch.Tensor:
+        return actions.float().square().flatten(2).sum(-1)  # (E, S)
+
+    result = planner.plan(cost_fn, dist, gens(0, 1, 2))
+    width = 2  # A = 2 action dims or K = 2 sub-actions
+    assert result.actions.shape == (num_envs, horizon, width) and result.cost.shape == (num_envs,)
+    assert result.num_cost_calls == cfg.iterations
+    assert result.distribution().keys() == dist.keys()
+    shifted = planner.shift(result.distribution())
+    fresh = planner.init(num_envs, horizon)
+    for k, v in shifted.items():
+        assert v.shape == dist[k].shape
+        assert torch.equal(v[:, :-1], result.distribution()[k][:, 1:])
+        assert torch.equal(v[:, -1], fresh[k][:, -1])
+    restarted = planner.restart(shifted, torch.tensor([False, True, False]))
+    for k, v in restarted.items():
+        assert torch.equal(v[1], fresh[k][1]) and torch.equal(v[[0, 2]], shifted[k][[0, 2]])
+    # the object plans exactly as the function it wraps
+    if name in CONTINUOUS_PLANNERS:
+        fn = cem if name == "cem" else mppi
+        kw = dict(num_samples=8, num_elites=2, iterations=2, momentum=cfg.momentum)
+        if name == "mppi":
+            kw["temperature"] = cfg.temperature
+        direct = fn(cost_fn, dist["mean"], dist["std"], -1.0, 1.0, generator=gens(0, 1, 2), **kw)
+    else:
+        kw = dict(num_samples=8, num_elites=2, iterations=2, momentum=cfg.momentum)
+        direct = categorical_cem(cost_fn, dist["probs"], [3, 2], generator=gens(0, 1, 2), **kw)
+    assert torch.equal(direct.actions, result.actions)
+
+
+def test_make_planner_resolves_auto_and_names_unknown_planners_in_one_line():
+    assert make_planner("auto", PlannerConfig(), gym.spaces.Discrete(2)).name == "categorical_cem"
+    assert make_planner("auto", PlannerConfig(), gym.spaces.Box(-1, 1, (1,))).name == "cem"
+    with pytest.raises(UserError) as err:
+        make_planner("random", PlannerConfig(), gym.spaces.Discrete(2))
+    assert str(err.value) == "unknown planner 'random'; choose one of cem, mppi, categorical_cem."
+    with pytest.raises(UserError, match="use --planner categorical_cem"):
+        make_planner("mppi", PlannerConfig(), gym.spaces.Discrete(2), "CartPole-v1")
 
 
 def test_bad_inputs_raise_user_errors():

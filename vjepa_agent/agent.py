@@ -104,18 +104,16 @@ class MPCAgent:
         self.wm, self.objective, self.seed = wm, objective, seed
         self.explore = 0.0  # probability of a uniformly random action instead of the plan's
         self.cfg = config or PlannerConfig()
-        kind = planning.action_space_kind(action_space, env_id)
-        name = self.cfg.planner
-        if name == "auto":
-            name = "categorical_cem" if kind == "discrete" else "cem"
-        planning.check_planner_fits(name, action_space, env_id)
+        self.device = next(wm.parameters()).device
+        self.planner = planning.make_planner(
+            self.cfg.planner, self.cfg, action_space, env_id, self.device
+        )
         require(self.cfg.horizon >= 1, f"horizon must be >= 1, got {self.cfg.horizon}")
         require(
             1 <= self.cfg.replan_every <= self.cfg.horizon, "replan_every must be in [1, horizon]"
         )
-        self.planner, self.kind = name, kind
-        self.device = next(wm.parameters()).device
-        if kind == "discrete":
+        self.kind = self.planner.kind
+        if self.kind == "discrete":
             self.nvec = planning.action_space_nvec(action_space, env_id)
             self.start = int(getattr(action_space, "start", 0))
         else:
@@ -128,11 +126,8 @@ class MPCAgent:
         """Forget plans; new per-env generators (env e always draws from (seed, e))."""
         self.num_envs = num_envs
         self.generators = [seeding.generator("plan", self.seed, e) for e in range(num_envs)]
-        h = self.cfg.horizon
-        if self.kind == "discrete":
-            self.probs = planning.uniform_probs(self.nvec, num_envs, h, device=self.device)
-        else:
-            self.mean, self.std = planning.gaussian_init(self.low, self.high, num_envs, h)
+        # the planner's sampling distribution (E, H, ...), warm-started from plan to plan
+        self.warm = self.planner.init(num_envs, self.cfg.horizon)
         self.plan: torch.Tensor | None = None
         self.plan_step = 0
         self.last_action: torch.Tensor | None = None  # (E[, A]) for latents that carry it
@@ -146,14 +141,7 @@ class MPCAgent:
         done = torch.as_tensor(np.asarray(done), dtype=torch.bool, device=self.device)
         if not done.any():
             return
-        h = self.cfg.horizon
-        if self.kind == "discrete":
-            fresh = planning.uniform_probs(self.nvec, self.num_envs, h, device=self.device)
-            self.probs = torch.where(done[:, None, None, None], fresh, self.probs)
-        else:
-            mean, std = planning.gaussian_init(self.low, self.high, self.num_envs, h)
-            self.mean = torch.where(done[:, None, None], mean, self.mean)
-            self.std = torch.where(done[:, None, None], std, self.std)
+        self.warm = self.planner.restart(self.warm, done)
         self.has_last = self.has_last & ~done
         self.plan = None
 
@@ -213,39 +201,8 @@ class MPCAgent:
             self.timing["model"] += time.perf_counter() - t
             return cost
 
-        c = self.cfg
-        if self.planner == "categorical_cem":
-            result = planning.categorical_cem(
-                cost_fn,
-                self.probs,
-                self.nvec,
-                num_samples=c.samples,
-                num_elites=c.elites,
-                iterations=c.iterations,
-                momentum=c.momentum,
-                generator=self.generators,
-            )
-            uniform = planning.uniform_probs(
-                self.nvec, self.num_envs, c.horizon, device=self.device
-            )
-            self.probs = planning.shift_warm_start(result.probs, uniform)
-        else:
-            fn = planning.cem if self.planner == "cem" else planning.mppi
-            kwargs = dict(
-                num_samples=c.samples,
-                num_elites=c.elites,
-                iterations=c.iterations,
-                momentum=c.momentum,
-                generator=self.generators,
-            )
-            if self.planner == "mppi":
-                kwargs["temperature"] = c.temperature
-            result = fn(cost_fn, self.mean, self.std, self.low, self.high, **kwargs)
-            init_mean, init_std = planning.gaussian_init(
-                self.low, self.high, self.num_envs, c.horizon
-            )
-            self.mean = planning.shift_warm_start(result.mean, init_mean)
-            self.std = planning.shift_warm_start(result.std, init_std)
+        result = self.planner.plan(cost_fn, self.warm, self.generators)
+        self.warm = self.planner.shift(result.distribution())  # receding-horizon warm start
         self.plan, self.plan_step = result.actions, 0
         self.timing["plans"] += 1
 

@@ -414,7 +414,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         "total_decisions": decisions,
         "planner": {
             **dataclasses.asdict(agent.cfg),
-            "resolved": agent.planner,
+            "resolved": agent.planner.name,
             "goal_weight": objective.goal_weight,
             "termination_penalty": objective.termination_penalty,
             "termination_logit_weight": objective.termination_logit_weight,

@@ -20,6 +20,9 @@ same samples on every device) and moved to the device of the inputs; every resul
 
 Warm start: feed back `result.mean` / `result.std` (or `result.probs`) through `shift_warm_start`
 after executing the first action.
+
+The `Planner` objects (`PLANNERS`, `make_planner`) bind these functions to their settings and an
+action space behind one interface, `init` -> `plan` -> `shift`, which is what `MPCAgent` uses.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +39,9 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from vjepa_agent.errors import UserError, require
+
+if TYPE_CHECKING:
+    from vjepa_agent.config import PlannerConfig
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -63,6 +69,11 @@ class PlanResult:
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     probs: torch.Tensor | None = None
+
+    def distribution(self) -> dict[str, torch.Tensor]:
+        """The final sampling distribution, {"mean", "std"} or {"probs"}, each (E, H, ...)."""
+        dist = {"mean": self.mean, "std": self.std, "probs": self.probs}
+        return {k: v for k, v in dist.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,3 +593,167 @@ def check_planner_fits(planner_name: str, space: gym.Space, env_id: str | None =
     else:
         choices = ", ".join(CONTINUOUS_PLANNERS + DISCRETE_PLANNERS)
         raise UserError(f"unknown planner '{planner_name}'; choose one of {choices}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# planner objects: one interface over the functions above
+
+Distribution = dict[str, torch.Tensor]
+"""A planner's sampling distribution, each tensor (E, H, ...): {"mean", "std"} or {"probs"}."""
+
+
+class Planner:
+    """A planner bound to its settings and action space: `init` -> `plan` -> `shift`.
+
+        dist = planner.init(num_envs, horizon)               # the initial distribution
+        result = planner.plan(cost_fn, dist, generator)      # PlanResult; execute actions[:, 0]
+        dist = planner.shift(result.distribution())          # receding-horizon warm start
+
+    Subclasses set `name`, `kind` ("continuous" / "discrete") and implement `init` and `plan`.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["continuous", "discrete"]]
+
+    @classmethod
+    def settings_from(cls, cfg: PlannerConfig) -> dict:
+        """The planner function's keyword arguments from a PlannerConfig."""
+        return dict(
+            num_samples=cfg.samples,
+            num_elites=cfg.elites,
+            iterations=cfg.iterations,
+            momentum=cfg.momentum,
+        )
+
+    def init(self, num_envs: int, horizon: int) -> Distribution:
+        """The initial (widest) distribution, each tensor (E, H, ...)."""
+        raise NotImplementedError
+
+    def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
+        """Plan from the warm start `dist` (see the functions for cost_fn and generator)."""
+        raise NotImplementedError
+
+    def shift(self, dist: Distribution) -> Distribution:
+        """One step earlier along H; the freed last step comes from `init`."""
+        num_envs, horizon = next(iter(dist.values())).shape[:2]
+        fresh = self.init(num_envs, horizon)
+        return {k: shift_warm_start(v, fresh[k]) for k, v in dist.items()}
+
+    def restart(self, dist: Distribution, done: torch.Tensor) -> Distribution:
+        """Envs with done (E,) bool go back to `init`; the others keep their warm start."""
+        num_envs, horizon = next(iter(dist.values())).shape[:2]
+        fresh = self.init(num_envs, horizon)
+        return {
+            k: torch.where(done.view(-1, *[1] * (v.dim() - 1)), fresh[k], v)
+            for k, v in dist.items()
+        }
+
+
+class _GaussianPlanner(Planner):
+    """Shared by `cem` and `mppi`: a Gaussian (mean, std) (E, H, A) over actions in [low, high]."""
+
+    kind = "continuous"
+
+    def __init__(
+        self,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        device: torch.device | str | None = None,
+        **settings,
+    ):
+        self.low = torch.as_tensor(low, dtype=torch.float32, device=device)
+        self.high = torch.as_tensor(high, dtype=torch.float32, device=device)
+        self.settings = settings
+
+    def init(self, num_envs: int, horizon: int) -> Distribution:
+        mean, std = gaussian_init(self.low, self.high, num_envs, horizon)
+        return {"mean": mean, "std": std}
+
+
+class CEMPlanner(_GaussianPlanner):
+    """`cem` with fixed settings (its keyword arguments)."""
+
+    name = "cem"
+
+    def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
+        return cem(
+            cost_fn,
+            dist["mean"],
+            dist["std"],
+            self.low,
+            self.high,
+            generator=generator,
+            **self.settings,
+        )
+
+
+class MPPIPlanner(_GaussianPlanner):
+    """`mppi` with fixed settings (its keyword arguments)."""
+
+    name = "mppi"
+
+    @classmethod
+    def settings_from(cls, cfg: PlannerConfig) -> dict:
+        return {**super().settings_from(cfg), "temperature": cfg.temperature}
+
+    def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
+        return mppi(
+            cost_fn,
+            dist["mean"],
+            dist["std"],
+            self.low,
+            self.high,
+            generator=generator,
+            **self.settings,
+        )
+
+
+class CategoricalCEMPlanner(Planner):
+    """`categorical_cem` with fixed settings: distributions probs (E, H, K, N) over nvec (K,)."""
+
+    name = "categorical_cem"
+    kind = "discrete"
+
+    def __init__(self, nvec: Sequence[int], device: torch.device | str | None = None, **settings):
+        self.nvec, self.device, self.settings = list(nvec), device, settings
+
+    def init(self, num_envs: int, horizon: int) -> Distribution:
+        return {"probs": uniform_probs(self.nvec, num_envs, horizon, device=self.device)}
+
+    def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
+        return categorical_cem(
+            cost_fn, dist["probs"], self.nvec, generator=generator, **self.settings
+        )
+
+
+PLANNERS: dict[str, type[Planner]] = {
+    "cem": CEMPlanner,
+    "mppi": MPPIPlanner,
+    "categorical_cem": CategoricalCEMPlanner,
+}
+
+
+def make_planner(
+    name: str,
+    cfg: PlannerConfig,
+    space: gym.Space,
+    env_id: str | None = None,
+    device: torch.device | str | None = None,
+) -> Planner:
+    """The planner `name` ("auto": categorical_cem for discrete spaces, cem otherwise) for `space`,
+    with the settings `settings_from(cfg)` gives (samples, elites, iterations, momentum; mppi also
+    temperature).
+
+    UserError (one line) for an unknown name or a planner that cannot plan in `space`.
+    """
+    kind = action_space_kind(space, env_id)
+    if name == "auto":
+        name = "categorical_cem" if kind == "discrete" else "cem"
+    if name not in PLANNERS:
+        raise UserError(f"unknown planner '{name}'; choose one of {', '.join(PLANNERS)}.")
+    check_planner_fits(name, space, env_id)
+    planner = PLANNERS[name]
+    settings = planner.settings_from(cfg)
+    if planner.kind == "discrete":
+        return planner(action_space_nvec(space, env_id), device=device, **settings)
+    return planner(space.low, space.high, device=device, **settings)
