@@ -894,7 +894,7 @@ class CompareConfig:
     ablate: Literal["ema"] | None = None
     """None = compare the objectives JEPA and MAE; 'ema' = JEPA with the configured EMA vs momentum 0."""
     budget: float = 1.0
-    """Scales pretraining steps and all video counts (1 = 11-18 minutes on 2 CPU cores, measured)."""
+    """Scales pretraining steps and all video counts (run times: docs/video_jepa.md)."""
     noise_levels: tuple[float, ...] | None = None
     """Nuisance strengths in [0, 1]; None = (0, 0.5, 1) for the objectives, (0, 1) for the EMA ablation."""
     probes: tuple[ProbeKind, ...] = ("attentive", "linear")

@@ -7,8 +7,8 @@
 Every run pretrains the same encoder and predictor with the same masks, steps, batch and learning
 rate on the synthetic 'pretrain' split at one noise strength; its frozen encoder is then probed
 (attentive and linear) on 'probe_train' and scored on 'probe_test' at the same strength. Runs go
-in parallel processes (--jobs; default one per core, single-threaded, on a CPU). The default
-budget took 18 minutes (11 with --ablate ema) on 2 shared CPU cores. Shared pretraining settings
+in parallel processes (--jobs; default one per core, single-threaded, on a CPU); run times are
+in docs/video_jepa.md. Shared pretraining settings
 are flags under --pretrain (e.g. --pretrain.encoder.dim 192). Writes results.md, compare.png and
 summary.json, and prints the path of summary.json last.
 """
