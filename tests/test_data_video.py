@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 
-import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -23,7 +22,9 @@ from vjepa_agent.errors import UserError
 
 def write_mp4(path, frames_thwc: np.ndarray, fps: float = 8) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, frames_thwc, fps=fps, macro_block_size=8)
+    from vjepa_agent.data.video import write_mp4 as write
+
+    write(path, frames_thwc, fps)
 
 
 def ramp_video(num_frames: int, height: int = 32, width: int = 32) -> np.ndarray:

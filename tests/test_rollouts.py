@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
-import imageio.v2 as imageio  # noqa: E402
+import imageio.v3 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -223,7 +223,7 @@ def test_videos_one_per_episode(tmp_path):
     videos = sorted((tmp_path / "v").glob("*.mp4"))
     ids, lengths = torch.unique_consecutive(td["episode"], return_counts=True)
     assert [p.name for p in videos] == [f"episode_{i:06d}.mp4" for i in ids.tolist()]
-    frames = imageio.mimread(videos[0])
+    frames = list(imageio.imiter(videos[0], plugin="pyav"))
     assert len(frames) == int(lengths[0]) + 1 and frames[0].shape == (32, 32, 3)
 
 

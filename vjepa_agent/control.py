@@ -434,9 +434,9 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    import imageio.v2 as imageio
+    from vjepa_agent.data.video import write_mp4
 
-    imageio.mimwrite(path, np.stack(frames), fps=fps, macro_block_size=8)
+    write_mp4(path, np.stack(frames), fps)
 
 
 def write_plot(

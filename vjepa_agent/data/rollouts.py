@@ -402,7 +402,7 @@ def write_episode_videos(td: TensorDictBase, video_dir: str | Path, fps: int = 2
     An episode of L transitions gives L + 1 frames: the last frame of each `"pixels"` stack
     and of the final `("next", "pixels")`. Grayscale is written as RGB. Returns the paths.
     """
-    import imageio.v2 as imageio
+    from vjepa_agent.data.video import write_mp4
 
     if "pixels" not in td.keys():
         raise UserError("writing videos needs pixel observations; collect with obs='pixels'")
@@ -417,7 +417,7 @@ def write_episode_videos(td: TensorDictBase, video_dir: str | Path, fps: int = 2
         if frames.shape[-1] == 1:
             frames = frames.expand(-1, -1, -1, 3)
         path = video_dir / f"episode_{ep:06d}.mp4"
-        imageio.mimwrite(path, frames.contiguous().numpy(), fps=fps, macro_block_size=8)
+        write_mp4(path, frames.contiguous().numpy(), fps)
         paths.append(path)
         start += n
     return paths

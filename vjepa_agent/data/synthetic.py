@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -57,6 +56,7 @@ from vjepa_agent.data.video import (
     check_crop_args,
     crop_resize_normalize,
     random_resized_crop_box,
+    write_mp4,
 )
 from vjepa_agent.errors import UserError, require
 from vjepa_agent.seeding import generator
@@ -390,8 +390,6 @@ def write_synthetic_mp4s(
     `VideoClipDataset(folder)` reads them unlabelled and `VideoClipDataset(folder / "labels.csv")`
     with labels. `size` must be a multiple of 8 (mp4 macro blocks). Returns the video paths.
     """
-    import imageio.v2 as imageio
-
     require(n >= 1, f"n must be >= 1, got {n}")
     require(size % 8 == 0, f"size must be a multiple of 8 to write mp4, got {size}")
     folder = Path(folder)
@@ -407,7 +405,7 @@ def write_synthetic_mp4s(
             (video * 255 + 0.5).to(torch.uint8).permute(1, 2, 3, 0).numpy()
         )  # (T, H, W, 3)
         path = folder / f"synthetic_{i:05d}.mp4"
-        imageio.mimwrite(path, np.ascontiguousarray(frames_uint8), fps=fps, macro_block_size=8)
+        write_mp4(path, frames_uint8, fps)
         paths.append(path)
         lines.append(f"{path.name} {label}\n")
     (folder / "labels.csv").write_text("".join(lines))

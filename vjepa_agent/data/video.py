@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from vjepa_agent.errors import UserError, require
 from vjepa_agent.seeding import generator
 
-# The decoders are the extra [video]; a dataset of video files checks that one is installed.
+# decord is the extra [video]; PyAV (core, also the mp4 writer) is the fallback decoder.
 try:  # decord is the fast path; on platforms without a wheel PyAV does all the decoding
     import decord
 except ImportError:  # pragma: no cover - depends on the platform
@@ -47,6 +47,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ---------------------------------------------------------------------------------------------
 # Listing
 # ---------------------------------------------------------------------------------------------
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> None:
+    """Write frames (T, H, W, 3) uint8 as an H.264 mp4 (imageio's PyAV plugin).
+
+    yuv420p needs even sides, so an odd height or width gains one repeated edge row or column.
+    """
+    import imageio.v3 as iio
+
+    frames = np.asarray(frames)
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    iio.imwrite(path, np.ascontiguousarray(frames), plugin="pyav", codec="libx264", fps=fps)
 
 
 def list_videos(source: str | Path) -> list[tuple[Path, int]]:
