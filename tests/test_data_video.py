@@ -200,3 +200,16 @@ def test_pyav_fallback_matches_and_odd_sizes_decode(tmp_path):
     ds = VideoClipDataset(tmp_path / "odd", frames_per_clip=3, frame_step=1, crop_size=16)
     item = ds[0]
     assert item["skipped"] == [] and item["video"].shape == (3, 3, 16, 16)
+
+
+def test_write_mp4_pads_odd_sides_and_reads_back(tmp_path):
+    """H.264 (yuv420p) needs even sides: a 33 x 35 clip is written as 34 x 36, every frame kept."""
+    import imageio.v3 as iio
+
+    from vjepa_agent.data.video import write_mp4
+
+    frames = np.full((5, 33, 35, 3), 120, np.uint8)
+    write_mp4(tmp_path / "odd.mp4", frames, fps=8)
+    back = np.stack(list(iio.imiter(tmp_path / "odd.mp4", plugin="pyav")))
+    assert back.shape == (5, 34, 36, 3)
+    assert np.abs(back.astype(int) - 120).max() <= 3
