@@ -289,7 +289,7 @@ def export_pretrained(model: nn.Module, cfg, folder: str | Path, step: int) -> P
             "crop_size": cfg.crop_size,
             **(
                 {"synthetic_object_scale": list(cfg.synthetic_object_scale)}
-                if getattr(cfg, "data", 0) is None
+                if cfg.data is None
                 else {}
             ),
         },

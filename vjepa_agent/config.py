@@ -92,6 +92,18 @@ class PredictorConfig:
     """MLP hidden width relative to dim."""
 
 
+def require_clip_fits(frames: int, size: int, enc: EncoderConfig) -> None:
+    """One-line error unless clips of `frames` x `size`^2 tile into the encoder's tubelets and patches."""
+    require(
+        frames % enc.tubelet_size == 0,
+        f"frames_per_clip={frames} is not divisible by tubelet_size={enc.tubelet_size}",
+    )
+    require(
+        size % enc.patch_size == 0,
+        f"crop_size={size} is not divisible by patch_size={enc.patch_size}",
+    )
+
+
 @dataclass
 class MaskConfig:
     """One multiblock 3-D tube mask: the union of `num_blocks` blocks is the target, its complement the context."""
@@ -227,14 +239,7 @@ class PretrainConfig:
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
         require(self.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
-        require(
-            self.frames_per_clip % enc.tubelet_size == 0,
-            f"frames_per_clip={self.frames_per_clip} is not divisible by tubelet_size={enc.tubelet_size}",
-        )
-        require(
-            self.crop_size % enc.patch_size == 0,
-            f"crop_size={self.crop_size} is not divisible by patch_size={enc.patch_size}",
-        )
+        require_clip_fits(self.frames_per_clip, self.crop_size, enc)
         require(
             enc.dim % enc.heads == 0, f"encoder dim={enc.dim} is not divisible by heads={enc.heads}"
         )
@@ -845,14 +850,7 @@ class ConvertConfig:
         )
         enc = self.encoder_config()
         require(enc.dim % enc.heads == 0, f"dim={enc.dim} is not divisible by heads={enc.heads}")
-        require(
-            self.frames_per_clip % enc.tubelet_size == 0,
-            f"frames_per_clip={self.frames_per_clip} is not divisible by tubelet_size={enc.tubelet_size}",
-        )
-        require(
-            self.crop_size % enc.patch_size == 0,
-            f"crop_size={self.crop_size} is not divisible by patch_size={enc.patch_size}",
-        )
+        require_clip_fits(self.frames_per_clip, self.crop_size, enc)
 
 
 def compare_pretrain_defaults() -> PretrainConfig:

@@ -650,9 +650,11 @@ class Planner:
 
 
 class _GaussianPlanner(Planner):
-    """Shared by `cem` and `mppi`: a Gaussian (mean, std) (E, H, A) over actions in [low, high]."""
+    """Shared by `cem` and `mppi`: a Gaussian (mean, std) (E, H, A) over actions in [low, high];
+    subclasses name the search function (`search`)."""
 
     kind = "continuous"
+    search: ClassVar[Callable[..., PlanResult]]
 
     def __init__(
         self,
@@ -669,14 +671,8 @@ class _GaussianPlanner(Planner):
         mean, std = gaussian_init(self.low, self.high, num_envs, horizon)
         return {"mean": mean, "std": std}
 
-
-class CEMPlanner(_GaussianPlanner):
-    """`cem` with fixed settings (its keyword arguments)."""
-
-    name = "cem"
-
     def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
-        return cem(
+        return self.search(
             cost_fn,
             dist["mean"],
             dist["std"],
@@ -685,27 +681,24 @@ class CEMPlanner(_GaussianPlanner):
             generator=generator,
             **self.settings,
         )
+
+
+class CEMPlanner(_GaussianPlanner):
+    """`cem` with fixed settings (its keyword arguments)."""
+
+    name = "cem"
+    search = staticmethod(cem)
 
 
 class MPPIPlanner(_GaussianPlanner):
     """`mppi` with fixed settings (its keyword arguments)."""
 
     name = "mppi"
+    search = staticmethod(mppi)
 
     @classmethod
     def settings_from(cls, cfg: PlannerConfig) -> dict:
         return {**super().settings_from(cfg), "temperature": cfg.temperature}
-
-    def plan(self, cost_fn: CostFn, dist: Distribution, generator: Generators = None) -> PlanResult:
-        return mppi(
-            cost_fn,
-            dist["mean"],
-            dist["std"],
-            self.low,
-            self.high,
-            generator=generator,
-            **self.settings,
-        )
 
 
 class CategoricalCEMPlanner(Planner):

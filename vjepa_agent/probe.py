@@ -420,21 +420,14 @@ def run_eval_probe(cfg: ProbeConfig) -> dict:
     import json
 
     from vjepa_agent.checkpoint import load_encoder
-    from vjepa_agent.config import save_yaml
+    from vjepa_agent.config import require_clip_fits, save_yaml
 
     cfg.validate()
     encoder, meta = load_encoder(cfg.encoder, cfg.which)
     frames = cfg.frames_per_clip or int(meta.get("frames_per_clip", 16))
     size = cfg.crop_size or int(meta.get("crop_size", 224))
     enc = encoder.cfg
-    require(
-        frames % enc.tubelet_size == 0,
-        f"frames_per_clip={frames} is not divisible by tubelet_size={enc.tubelet_size}",
-    )
-    require(
-        size % enc.patch_size == 0,
-        f"crop_size={size} is not divisible by patch_size={enc.patch_size}",
-    )
+    require_clip_fits(frames, size, enc)
     if cfg.data is None:
         from vjepa_agent.data.synthetic import NUM_CLASSES
 
