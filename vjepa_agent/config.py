@@ -484,7 +484,14 @@ class WorldModelConfig:
     batch_size: int = 32
     """Sequences per step."""
     steps: int = 6000
-    """Optimizer steps."""
+    """Optimizer steps (jepa / reconstruction: steps that train the encoder, with the predictor
+    and heads)."""
+    frozen_steps: int = 0
+    """jepa / reconstruction: steps of predictor and heads after `steps`, the encoder frozen and
+    every latent cached (a few ms a step on CPU, against a learned-encoder step's hundreds);
+    0 = none."""
+    frozen_batch_size: int = 64
+    """jepa / reconstruction: sequences per step of the frozen_steps phase."""
     lr: float = 1e-3
     """Peak learning rate (cosine decay after 5% warmup)."""
     weight_decay: float = 0.01
@@ -511,6 +518,16 @@ class WorldModelConfig:
 
     def validate(self) -> None:
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(self.frozen_steps >= 0, f"frozen_steps must be >= 0, got {self.frozen_steps}")
+        require(
+            self.frozen_batch_size >= 1,
+            f"frozen_batch_size must be >= 1, got {self.frozen_batch_size}",
+        )
+        require(
+            not self.frozen_steps or self.pixel_encoder in ("jepa", "reconstruction"),
+            f"frozen_steps trains a learned encoder's predictor and heads after it is frozen; "
+            f"the {self.pixel_encoder} encoder is fixed already: drop frozen_steps",
+        )
         require(
             self.checkpoint_every >= 0,
             f"checkpoint_every must be >= 0, got {self.checkpoint_every}",

@@ -13,6 +13,7 @@ Two loops, by the encoder:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -679,34 +680,63 @@ def _train_on_cached_latents(
     accelerator, model, out, progress, *, store, spec, cfg, train_ids, holdout_ids
 ):
     """The loop of a fixed encoder (state normaliser, object moments, frozen ViT + PCA): every
-    transition is encoded once, and the predictor and heads learn on the cached latents.
+    transition is encoded once, and the predictor and heads learn on the cached latents
+    (`_cached_loop`); then the held-out evaluation and the save."""
+    device = accelerator.device
+    model.encoder.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = seeding.generator("wm-batches", cfg.seed)
+    modules = {"model": model}
+    start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
+    start_tracking(accelerator, cfg.tracker, out)
+    _restart_metrics(out, history)
+    loop = dict(store=store, train_ids=train_ids, optimizer=optimizer, gen=gen, history=history)
+    train_seconds = _cached_loop(accelerator, model, out, progress, cfg, start_step, **loop)
+    end_tracking(accelerator)
+
+    # held-out evaluation, save
+    run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
+    return _finish(model, model.encoder, history, train_seconds, device, out, **run)
+
+
+def _cached_loop(
+    accelerator,
+    model,
+    out,
+    progress,
+    cfg,
+    start_step,
+    *,
+    store,
+    train_ids,
+    optimizer,
+    gen,
+    history,
+    step_offset=0,
+) -> float:
+    """Steps start_step..cfg.steps of predictor and heads on cached latents of the (frozen)
+    encoder; returns the seconds they took. Log rows go to `history` and out/metrics.jsonl
+    numbered from step_offset (the second phase of a learned encoder follows its first).
 
     1. windows of cached latents, and transitions drawn uniformly for the heads; 2. the losses
     (`world_model_losses`); 3. backward, clip and one AdamW step; then the log and checkpoint.
     """
     device = accelerator.device
-    model.encoder.requires_grad_(False)
-    target_encoder = model.encoder
     cache = cache_latents(model, store, device)
     cache["steps_to_termination"] = store.steps_to_termination().to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = seeding.generator("wm-batches", cfg.seed)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
-
+    modules = {"model": model}
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
-    modules = {"model": model}
-    start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
-    start_tracking(accelerator, cfg.tracker, out)
-    _restart_metrics(out, history)
     with torch_threads(1 if device.type == "cpu" else None):
         start = time.perf_counter()
         bar = tqdm(
             range(start_step, cfg.steps),
-            desc="world model",
+            desc="world model" if not step_offset else "predictor and heads (encoder frozen)",
             disable=not progress,
             dynamic_ncols=True,
         )
@@ -729,18 +759,13 @@ def _train_on_cached_latents(
                 raise UserError(f"world-model loss is {loss_value} at step {step}; lower --lr")
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 row = {k: float(v.detach()) for k, v in losses.items() if k != "latents"}
-                row["step"], row["lr"] = step + 1, lr
+                row["step"], row["lr"] = step_offset + step + 1, lr
                 row["effective_rank"] = effective_rank(losses["latents"])
                 history.append(row)
                 _log_row(accelerator, out, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
             _maybe_checkpoint(cfg, out, step + 1, modules, optimizer, {"batches": gen}, history)
-    train_seconds = time.perf_counter() - start
-    end_tracking(accelerator)
-
-    # held-out evaluation, save
-    run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
-    return _finish(model, target_encoder, history, train_seconds, device, out, **run)
+    return time.perf_counter() - start
 
 
 def _finish(
@@ -869,7 +894,6 @@ def _train_learned_encoder(
             accelerator.wait_for_everyone,
         )
     train_seconds = time.perf_counter() - start
-    end_tracking(accelerator)
     # every rank holds the same weights (DDP); their checksums say so in the summary
     checksum = torch.tensor(
         [float(sum(p.detach().double().sum() for p in model.parameters()))], device=device
@@ -877,14 +901,42 @@ def _train_learned_encoder(
     checksums = [float(c) for c in accelerator.gather(checksum)]
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
+        end_tracking(accelerator)
         return model.cpu(), {}
+    extra = {"world_size": accelerator.num_processes, "rank_weight_sums": checksums}
+    if cfg.frozen_steps:
+        extra["encoder_train_seconds"] = train_seconds
+        train_seconds += _frozen_encoder_phase(
+            accelerator, model, out, progress, cfg, store, train_ids, history
+        )
+    end_tracking(accelerator)
     # planning encodes with the student: measure the model as it will be used
     run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
-    extra = {"world_size": accelerator.num_processes, "rank_weight_sums": checksums}
     wm, summary = _finish(
         model, model.encoder, history, train_seconds, device, out, **run, extra=extra
     )
     return wm, summary
+
+
+def _frozen_encoder_phase(accelerator, model, out, progress, cfg, store, train_ids, history):
+    """The second phase of a learned encoder (cfg.frozen_steps > 0), on the main process: the
+    encoder is frozen, every transition's latent cached, and the predictor and heads train
+    frozen_steps more on the cached latents, the fixed encoders' loop (a fresh AdamW and learning
+    rate schedule, frozen_batch_size windows, no checkpoints: a resumed run repeats the phase).
+    Returns its seconds.
+
+    Why: the encoder reaches its precision before the predictor and heads reach theirs, and a
+    cached-latent step costs a few milliseconds against a learned-encoder step's hundreds
+    (measured in docs/world_model_encoders.md)."""
+    model.encoder.requires_grad_(False)
+    phase = dataclasses.replace(
+        cfg, steps=cfg.frozen_steps, batch_size=cfg.frozen_batch_size, checkpoint_every=0
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = seeding.generator("wm-frozen-batches", cfg.seed)
+    loop = dict(store=store, train_ids=train_ids, optimizer=optimizer, gen=gen, history=history)
+    return _cached_loop(accelerator, model, out, progress, phase, 0, **loop, step_offset=cfg.steps)
 
 
 @torch.no_grad()
