@@ -172,8 +172,8 @@ def test_tiny_jepa_run_trains_saves_and_reports_the_readout(store_dir, tmp_path)
 
 
 def test_frozen_phase_trains_predictor_and_heads_and_leaves_the_encoder(store_dir, tmp_path):
-    """frozen_steps: after the encoder's steps, the predictor and heads go on alone on cached
-    latents: the encoder ends as the encoder-only run left it, the predictor moves on and
+    """frozen_steps: after the encoder's steps, a fresh predictor and heads train alone on cached
+    latents: the encoder ends as the encoder-only run left it, the predictor differs and
     predicts held-out latents better than after the encoder's steps (measured 0.24x; one more
     step alone: 0.85x), the log goes on past them."""
     base = dict(pixel_encoder="jepa", steps=20, batch_size=8, checkpoint_every=0)

@@ -487,9 +487,9 @@ class WorldModelConfig:
     """Optimizer steps (jepa / reconstruction: steps that train the encoder, with the predictor
     and heads)."""
     frozen_steps: int = 0
-    """jepa / reconstruction: steps of predictor and heads after `steps`, the encoder frozen and
-    every latent cached (a few ms a step on CPU, against a learned-encoder step's hundreds);
-    0 = none."""
+    """jepa / reconstruction: steps of a fresh predictor and heads after `steps`, the encoder
+    frozen and every latent cached (a few ms a step on CPU, against a learned-encoder step's
+    hundreds); 0 = none."""
     frozen_batch_size: int = 64
     """jepa / reconstruction: sequences per step of the frozen_steps phase."""
     lr: float = 1e-3

@@ -920,15 +920,20 @@ def _train_learned_encoder(
 
 def _frozen_encoder_phase(accelerator, model, out, progress, cfg, store, train_ids, history):
     """The second phase of a learned encoder (cfg.frozen_steps > 0), on the main process: the
-    encoder is frozen, every transition's latent cached, and the predictor and heads train
-    frozen_steps more on the cached latents, the fixed encoders' loop (a fresh AdamW and learning
-    rate schedule, frozen_batch_size windows, no checkpoints: a resumed run repeats the phase).
-    Returns its seconds.
+    encoder is frozen, every transition's latent cached, and the predictor and heads start from
+    a fresh initialisation and train frozen_steps on the cached latents, the fixed encoders' loop
+    (a fresh AdamW and learning rate schedule, frozen_batch_size windows, no checkpoints: a
+    resumed run repeats the phase). Returns its seconds.
 
     Why: the encoder reaches its precision before the predictor and heads reach theirs, and a
     cached-latent step costs a few milliseconds against a learned-encoder step's hundreds
     (measured in docs/world_model_encoders.md)."""
     model.encoder.requires_grad_(False)
+    # predictor and heads start afresh: the first phase's adapted to an encoder that moved
+    torch.manual_seed(cfg.seed + 1)
+    fresh = WorldModel(cfg, model.env).to(accelerator.device).state_dict()
+    encoder = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    model.load_state_dict({**fresh, **encoder})
     phase = dataclasses.replace(
         cfg, steps=cfg.frozen_steps, batch_size=cfg.frozen_batch_size, checkpoint_every=0
     )
