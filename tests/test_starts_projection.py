@@ -33,6 +33,36 @@ def test_exploring_starts_draw_the_state_and_keep_the_observation_in_step():
     assert abs(obs[0] - xs[3]) < 0.05  # the episode continues from the drawn state
 
 
+def test_whole_state_spread_draws_every_component():
+    ranges = envs.starts.default_start_ranges("CartPole-v1", "state")
+    env = ExploringStarts(gym.make("CartPole-v1"), ranges)
+    starts = np.array([env.reset(seed=seed)[0] for seed in range(40)])
+    for i, (low, high) in ranges.items():
+        assert starts[:, i].min() >= low and starts[:, i].max() <= high, i
+        assert starts[:, i].max() - starts[:, i].min() > 0.6 * (high - low), i
+    assert set(ranges) == {0, 1, 2, 3}
+
+
+def test_plan_spreads_the_whole_state_for_learned_encoders_only():
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import start_spread
+
+    assert start_spread(PlanConfig(env="CartPole-v1", pixel_encoder="jepa")) == "state"
+    assert start_spread(PlanConfig(env="CartPole-v1", pixel_encoder="reconstruction")) == "state"
+    assert start_spread(PlanConfig(env="CartPole-v1")) == "position"  # the moments' preset
+    chosen = PlanConfig(env="CartPole-v1", pixel_encoder="jepa", start_spread="position")
+    assert start_spread(chosen) == "position"
+
+
+def test_collect_script_spreads_the_whole_state(tmp_path, run_script):
+    args = ["--env", "CartPole-v1", "--obs", "state", "--steps", "40", "--exploring-starts"]
+    run_script("collect_rollouts.py", *args, "--start-spread", "state", "--out", tmp_path / "d")
+    store = RolloutStore.open(tmp_path / "d")
+    assert sorted(store.meta["start_ranges"]) == ["0", "1", "2", "3"]
+    first = store.data["observation"][store.data["step"] == 0]
+    assert first[:, 3].abs().max() > 0.3  # the env's own resets keep |omega| <= 0.05
+
+
 @pytest.mark.parametrize(
     "make, ranges, message",
     [

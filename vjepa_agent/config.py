@@ -615,6 +615,9 @@ class CollectConfig:
     """Start episodes with some state components drawn uniformly
     (vjepa_agent.envs.starts.DEFAULT_START_RANGES; CartPole: the cart anywhere within 1.5 m of
     the centre) instead of the env's own resets."""
+    start_spread: Literal["position", "state"] = "position"
+    """With exploring_starts, which components: position (the ranges above) or state
+    (STATE_START_RANGES; CartPole: x, v, theta and omega all spread)."""
 
 
 # ---------------------------------------------------------------------------- planning
@@ -696,6 +699,9 @@ class PlanConfig(PlannerConfig):
     """Collection episodes start with some state components drawn uniformly, for envs with
     ranges in vjepa_agent.envs.starts.DEFAULT_START_RANGES (CartPole: the cart anywhere within
     1.5 m of the centre); evaluation episodes always start from the env's own resets. None = the env preset (on for CartPole pixels); `--exploring-starts False` turns it off."""
+    start_spread: Literal["position", "state"] | None = None
+    """With exploring starts, `CollectConfig.start_spread` (None = the env preset: state for the
+    learned encoders, position otherwise)."""
     max_episode_steps: int | None = None
     """Cap on evaluation episode length (None = the env's own limit)."""
     video: bool = True

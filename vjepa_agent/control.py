@@ -122,6 +122,16 @@ def frame_format(cfg: PlanConfig) -> dict[str, Any]:
     return dict(size=64, grayscale=False)
 
 
+def start_spread(cfg: PlanConfig) -> str:
+    """Which state components exploring starts spread: --start-spread, else the whole state for
+    the learned encoders (their latent misreads the pole in closed loop otherwise; measured in
+    docs/world_model_encoders.md) and the position for the others (the moments' preset)."""
+    if cfg.start_spread is not None:
+        return cfg.start_spread
+    learned = cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
+    return "state" if learned else "position"
+
+
 # ---------------------------------------------------------------------------- checks
 
 
@@ -149,7 +159,7 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
         )
     require(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
     if preset(cfg, "exploring_starts"):
-        envs.starts.default_start_ranges(cfg.env)
+        envs.starts.default_start_ranges(cfg.env, start_spread(cfg))
     if cfg.obs == "state":
         require(
             cfg.pixel_encoder in (None, "vit"),
@@ -212,7 +222,8 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         else {}
     )
     if preset(cfg, "exploring_starts"):
-        collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env)
+        spread = start_spread(cfg)
+        collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env, spread)
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(

@@ -15,7 +15,11 @@ from vjepa_agent.errors import cli_entry, require
 def main():
     cfg = parse(CollectConfig, __doc__)
     require(cfg.steps >= 1, f"steps must be >= 1, got {cfg.steps}")
-    ranges = envs.starts.default_start_ranges(cfg.env) if cfg.exploring_starts else None
+    ranges = (
+        envs.starts.default_start_ranges(cfg.env, cfg.start_spread)
+        if cfg.exploring_starts
+        else None
+    )
     envs.collect_rollouts(  # torch loads here, after the flags are read
         cfg.env,
         cfg.steps,
