@@ -683,9 +683,7 @@ def _train_on_cached_latents(
     transition is encoded once, and the predictor and heads learn on the cached latents
     (`_cached_loop`); then the held-out evaluation and the save."""
     device = accelerator.device
-    model.encoder.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _frozen_encoder_optimizer(model, cfg)
     gen = seeding.generator("wm-batches", cfg.seed)
     modules = {"model": model}
     start_step, history = _resume(cfg, out, modules, optimizer, {"batches": gen})
@@ -698,6 +696,13 @@ def _train_on_cached_latents(
     # held-out evaluation, save
     run = dict(store=store, spec=spec, cfg=cfg, train_ids=train_ids, holdout_ids=holdout_ids)
     return _finish(model, model.encoder, history, train_seconds, device, out, **run)
+
+
+def _frozen_encoder_optimizer(model, cfg) -> torch.optim.AdamW:
+    """Freeze the encoder; AdamW over what still trains (predictor and heads)."""
+    model.encoder.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _cached_loop(
@@ -928,7 +933,6 @@ def _frozen_encoder_phase(accelerator, model, out, progress, cfg, store, train_i
     Why: the encoder reaches its precision before the predictor and heads reach theirs, and a
     cached-latent step costs a few milliseconds against a learned-encoder step's hundreds
     (measured in docs/world_model_encoders.md)."""
-    model.encoder.requires_grad_(False)
     # predictor and heads start afresh: the first phase's adapted to an encoder that moved
     torch.manual_seed(cfg.seed + 1)
     fresh = WorldModel(cfg, model.env).to(accelerator.device).state_dict()
@@ -937,8 +941,7 @@ def _frozen_encoder_phase(accelerator, model, out, progress, cfg, store, train_i
     phase = dataclasses.replace(
         cfg, steps=cfg.frozen_steps, batch_size=cfg.frozen_batch_size, checkpoint_every=0
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _frozen_encoder_optimizer(model, cfg)
     gen = seeding.generator("wm-frozen-batches", cfg.seed)
     loop = dict(store=store, train_ids=train_ids, optimizer=optimizer, gen=gen, history=history)
     return _cached_loop(accelerator, model, out, progress, phase, 0, **loop, step_offset=cfg.steps)
