@@ -109,6 +109,7 @@ def collect_rollouts(
                 "observation_shape": list(td["observation"].shape[1:]),
                 "pixels_shape": list(td["pixels"].shape[1:]) if pixels else None,
                 "seed": seed,
+                "sticky_actions": sticky_actions if policy is None else None,
             }
             store = RolloutStore.create(out, meta)
         td["episode"] += store.next_episode_id

@@ -177,6 +177,11 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
             ["--env", "CartPole-v1", "--obs", "state", "--pixel-encoder", "jepa"],
             "--obs state has none",
         ),
+        (["--env", "CartPole-v1", "--frozen-steps", "10"], "--frozen-steps trains a learned"),
+        (
+            ["--env", "CartPole-v1", "--pixel-encoder", "jepa", "--frozen-steps", "-1"],
+            "frozen_steps must be >= 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message, run_script):
@@ -273,6 +278,20 @@ def test_planner_settings_come_from_env_presets_unless_given():
     assert resolved(env="Pendulum-v1").iterations == 3
 
 
+def test_learned_encoders_take_their_own_step_presets_unless_given():
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import learned_options, steps_preset
+
+    steps = lambda key, **kw: steps_preset(PlanConfig(**kw), key)  # noqa: E731
+    jepa = dict(env="CartPole-v1", pixel_encoder="jepa")
+    assert (steps("collect_steps", **jepa), steps("train_steps", **jepa)) == (20000, 1800)
+    assert (steps("collect_steps", env="CartPole-v1"), steps("train_steps")) == (10000, 3000)
+    assert steps("train_steps", **jepa, train_steps=5) == 5
+    assert steps("train_steps", env="Pendulum-v1", pixel_encoder="jepa") == 2000  # none of its own
+    assert learned_options(PlanConfig(**jepa))["frozen_steps"] == 3000
+    assert learned_options(PlanConfig(**jepa, frozen_steps=0))["frozen_steps"] == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
 def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
@@ -281,7 +300,8 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     flag in one line before any work."""
     out = tmp_path / "run"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--out", str(out), "--collect-steps", "200"]
-    args += ["--pixel-encoder", kind, "--train-steps", "3", "--episodes", "1"]
+    args += ["--pixel-encoder", kind, "--train-steps", "3", "--frozen-steps", "2"]
+    args += ["--episodes", "1"]
     args += (
         "--max-episode-steps 5 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video".split()
     )
@@ -291,6 +311,8 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     assert "readout_theta_rmse_near" in s["world_model"] or "readout_rmse_2" in s["world_model"]
     wm = WorldModel.from_pretrained(out / "model")
     assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
+    assert wm.cfg.frozen_steps == 2 and wm.cfg.contrast_weight == 5.0  # the flag over the preset
+    assert s["world_model"]["steps"] == 3
     other = "reconstruction" if kind == "jepa" else "jepa"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--model", out / "model", "--pixel-encoder", other]
     proc = run_script("plan.py", *args, check=False)
@@ -357,3 +379,26 @@ def test_latent_objective_terms_have_their_sign_and_weight():
     richer = planning.reward_cost(torch.full((1, 1, 3), 2.0), torch.full((1, 1, 3), 0.1), 0.9, 5.0)
     riskier = planning.reward_cost(torch.ones(1, 1, 3), torch.full((1, 1, 3), 0.5), 0.9, 5.0)
     assert float(richer) < float(base) < float(riskier)
+
+
+def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
+    """out/data from other flags (start spread, seed, size) is refused with one line, untouched."""
+    from vjepa_agent.config import PlanConfig
+    from vjepa_agent.control import get_world_model
+
+    data = tmp_path / "run" / "data"
+    ranges = envs.starts.default_start_ranges("CartPole-v1", "position")
+    envs.collect_rollouts("CartPole-v1", 40, out=data, obs="state", seed=0, start_ranges=ranges)
+    before = (data / "meta.json").read_bytes()
+    base = dict(env="CartPole-v1", obs="state", exploring_starts=True, collect_steps=40)
+    for flags, says in (
+        (dict(start_spread="state"), "start_ranges"),
+        (dict(start_spread="position", seed=1), "seed 0 (asked: 1)"),
+        (dict(start_spread="position", collect_steps=80), "40 steps (asked: 80)"),
+        (dict(start_spread="position", sticky_actions=0.5), "sticky_actions"),
+    ):
+        with pytest.raises(UserError, match="holds another collection") as err:
+            get_world_model(PlanConfig(**{**base, **flags}), tmp_path / "run")
+        assert says in str(err.value) and "\n" not in str(err.value)
+    assert (data / "meta.json").read_bytes() == before
+    assert not (tmp_path / "run" / "model").exists()

@@ -688,7 +688,11 @@ class PlanConfig(PlannerConfig):
     """Pixels: consecutive frames per observation (None = the env preset; with --model, the
     model's own)."""
     train_steps: int | None = None
-    """World-model optimizer steps (None = the env preset)."""
+    """World-model optimizer steps (None = the env preset; for jepa and reconstruction, the
+    steps that train the encoder)."""
+    frozen_steps: int | None = None
+    """jepa / reconstruction: WorldModelConfig.frozen_steps, predictor and heads trained on the
+    frozen encoder's cached latents after train_steps (None = the env preset; CartPole 3000)."""
     pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] | None = None
     """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
     moments for CartPole, vit elsewhere). jepa and reconstruction collect frames in the env

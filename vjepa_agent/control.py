@@ -56,9 +56,27 @@ _CARTPOLE = dict(
     # true state an MLP predicts its target to 0.44 smooth-L1 with angle and angular velocity
     # alone, 1.16 with the cart position alone), so it weighs 10x the state models'
     learned_world_model={
-        "pixels": dict(failure_weight=5.0, termination_weight=1.0, batch_size=16),
+        "pixels": dict(
+            failure_weight=5.0,
+            termination_weight=1.0,
+            batch_size=16,
+            # jepa: the temporal contrast in place of VICReg reads the pole best (linear R^2 0.94
+            # against 0.74 on the same data and steps); reconstruction ignores these three
+            contrast_weight=5.0,
+            variance_weight=0.0,
+            covariance_weight=0.0,
+            # the encoder reaches its precision in ~1800 steps, the predictor and heads need
+            # more: 3000 cheap steps on the frozen encoder's cached latents, a wider predictor
+            frozen_steps=3000,
+            predictor_dim=128,
+        ),
         "state": {},
     },
+    # learned encoders: 20k steps of whole-state exploring starts (their latent misreads the
+    # pole in closed loop when the starts spread the cart's position alone) and 1800 steps
+    # of the encoder before the frozen phase (docs/world_model_encoders.md)
+    learned_collect_steps={"pixels": 20000, "state": None},
+    learned_train_steps={"pixels": 1800, "state": None},
     # one wide iteration: a decision's time is the predictor's per-step calls (docs/experiments.md)
     samples=128,
     iterations=1,
@@ -114,10 +132,25 @@ def preset(cfg: PlanConfig, key: str):
 LEARNED_ENCODERS = ("jepa", "reconstruction")
 
 
+def learned(cfg: PlanConfig) -> bool:
+    """Whether plan.py trains a learned pixel encoder (jepa, reconstruction)."""
+    return cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
+
+
+def steps_preset(cfg: PlanConfig, key: str) -> int:
+    """collect_steps / train_steps: the flag, else the env's learned_<key> for a learned encoder
+    (where it has one), else its <key>."""
+    if getattr(cfg, key) is None and learned(cfg):
+        value = preset(cfg, f"learned_{key}")
+        if value is not None:
+            return value
+    return preset(cfg, key)
+
+
 def frame_format(cfg: PlanConfig) -> dict[str, Any]:
     """Frame size and colour of the data and env: learned encoders take the env preset's
     `learned_frames`, the others 64 x 64 RGB (the moments unmix colours)."""
-    if cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS:
+    if learned(cfg):
         return dict(preset(cfg, "learned_frames"))
     return dict(size=64, grayscale=False)
 
@@ -128,8 +161,7 @@ def start_spread(cfg: PlanConfig) -> str:
     docs/world_model_encoders.md) and the position for the others (the moments' preset)."""
     if cfg.start_spread is not None:
         return cfg.start_spread
-    learned = cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
-    return "state" if learned else "position"
+    return "state" if learned(cfg) else "position"
 
 
 # ---------------------------------------------------------------------------- checks
@@ -166,6 +198,13 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
             f"--pixel-encoder {cfg.pixel_encoder} encodes pixels, and --obs state has none; drop "
             "the flag or pass --obs pixels",
         )
+    if cfg.frozen_steps is not None:
+        require(
+            learned(cfg) and cfg.model is None,
+            "--frozen-steps trains a learned encoder's predictor and heads (--pixel-encoder jepa "
+            "or reconstruction, no --model); drop it",
+        )
+        require(cfg.frozen_steps >= 0, f"frozen_steps must be >= 0, got {cfg.frozen_steps}")
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
         require(
@@ -196,6 +235,19 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         wm = WorldModel.from_pretrained(cfg.model)
         meta = json.loads((Path(cfg.model) / "config.json").read_text())
         return wm, {"reused": str(cfg.model), **meta.get("summary", {})}
+    # out/data and out/model are reused only for the collection these flags ask for
+    data = out / "data"
+    steps = steps_preset(cfg, "collect_steps")
+    collect_kwargs = (
+        {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
+        if cfg.obs == "pixels"
+        else {}
+    )
+    if preset(cfg, "exploring_starts"):
+        spread = start_spread(cfg)
+        collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env, spread)
+    if (data / "meta.json").is_file():
+        check_reused_data(data, cfg, steps, collect_kwargs)
     cached = out / "model"
     if (cached / "config.json").is_file():
         meta = json.loads((cached / "config.json").read_text())
@@ -214,16 +266,6 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
             }
     from vjepa_agent.train.world_model import train_world_model
 
-    data = out / "data"
-    steps = preset(cfg, "collect_steps")
-    collect_kwargs = (
-        {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
-        if cfg.obs == "pixels"
-        else {}
-    )
-    if preset(cfg, "exploring_starts"):
-        spread = start_spread(cfg)
-        collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env, spread)
     if not (data / "meta.json").is_file():
         print(f"collecting {steps} random-policy steps of {cfg.env} ({cfg.obs}) into {data}")
         envs.collect_rollouts(
@@ -240,18 +282,52 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         data=data,
         out=cached,
         seed=cfg.seed,
-        steps=preset(cfg, "train_steps"),
+        steps=steps_preset(cfg, "train_steps"),
         pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
         rollout_steps=preset(cfg, "rollout_steps"),
-        **(
-            preset(cfg, "learned_world_model")
-            if cfg.obs == "pixels" and preset(cfg, "pixel_encoder") in LEARNED_ENCODERS
-            else {}
-        ),
+        **(learned_options(cfg) if learned(cfg) else {}),
     )
     print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
     wm, summary = train_world_model(wm_cfg)
     return wm.eval(), summary
+
+
+def learned_options(cfg: PlanConfig) -> dict[str, Any]:
+    """WorldModelConfig options of a learned encoder: the env preset's, --frozen-steps over it."""
+    options = dict(preset(cfg, "learned_world_model"))
+    if cfg.frozen_steps is not None:
+        options["frozen_steps"] = cfg.frozen_steps
+    return options
+
+
+def check_reused_data(data: Path, cfg: PlanConfig, steps: int, collect: dict[str, Any]) -> None:
+    """out/data is reused only when it is the collection these flags ask for; else a one-line
+    error (the store is left as it is)."""
+    meta = json.loads((data / "meta.json").read_text())
+    want = {
+        "env_id": cfg.env,
+        "obs": cfg.obs,
+        "seed": cfg.seed,
+        "start_ranges": {str(i): list(r) for i, r in (collect.get("start_ranges") or {}).items()},
+        "sticky_actions": cfg.sticky_actions,
+    }
+    if cfg.obs == "pixels":
+        want.update(
+            frame_stack=collect["frame_stack"],
+            size=list(np.broadcast_to(collect["size"], 2)),
+            grayscale=bool(collect.get("grayscale", False)),
+        )
+    have = dict(meta, size=list(np.broadcast_to(meta.get("size") or 0, 2)))
+    have.setdefault("sticky_actions", 0.0)  # stores written before it was recorded
+    differ = [f"{k} {have.get(k)!r} (asked: {v!r})" for k, v in want.items() if have.get(k) != v]
+    if meta.get("num_transitions", 0) < steps:
+        differ.append(f"{meta.get('num_transitions', 0)} steps (asked: {steps})")
+    require(
+        not differ,
+        f"'{data}' holds another collection: {'; '.join(differ)}; pass a fresh --out or remove "
+        "that folder",
+    )
+    print(f"reusing the {meta['num_transitions']} steps collected in {data}")
 
 
 def make_agent(cfg: PlanConfig, wm: WorldModel, env: gym.Env) -> MPCAgent:
