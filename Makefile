@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[all,dev,torchrl]"
+	$(PY) -m pip install -q -e ".[all,dev,torchrl,wandb]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,6 +2,7 @@
 the one-line errors for a missing extra."""
 
 import importlib.metadata
+import json
 import os
 import sys
 from pathlib import Path
@@ -179,6 +180,37 @@ def test_the_wandb_tracker_without_wandb_is_one_line_error(monkeypatch, tmp_path
             pretrain.pretrain(PretrainConfig(out=tmp_path / "run", tracker="wandb"))
         else:
             world_model.train_world_model(WorldModelConfig(out=tmp_path / "run", tracker="wandb"))
+
+
+@pytest.mark.parametrize("launcher", ["train_world_model", "plan"])
+def test_the_wandb_tracker_logs_the_metrics_of_metrics_jsonl(monkeypatch, tmp_path, launcher):
+    """A real Weights & Biases run, offline: every logged loss of metrics.jsonl is in its run file;
+    vjepa-plan passes its --tracker to the world model it trains."""
+    pytest.importorskip("wandb")
+    from vjepa_agent import envs
+    from vjepa_agent.config import PlanConfig, WorldModelConfig
+    from vjepa_agent.control import run_plan
+    from vjepa_agent.train.world_model import train_world_model
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    out = tmp_path / "run"
+    if launcher == "plan":
+        plan = dict(obs="state", collect_steps=200, train_steps=50, episodes=1, horizon=2)
+        plan.update(samples=4, elites=1, iterations=1, max_episode_steps=5, video=False)
+        run_plan(PlanConfig(out=out, tracker="wandb", **plan))
+        out = out / "model"
+    else:
+        envs.collect_rollouts("CartPole-v1", 200, out=tmp_path / "data", obs="state", seed=0)
+        tiny = dict(steps=10, log_every=5, predictor_dim=16, predictor_depth=1, batch_size=8)
+        train_world_model(
+            WorldModelConfig(data=tmp_path / "data", out=out, tracker="wandb", **tiny)
+        )
+    (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = run_file.read_bytes()
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert losses and all(json.dumps(v).encode() in logged for v in losses)
 
 
 def test_compare_without_matplotlib_is_one_line_error(monkeypatch, tmp_path):

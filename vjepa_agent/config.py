@@ -690,6 +690,9 @@ class PlanConfig(PlannerConfig):
     train_steps: int | None = None
     """World-model optimizer steps (None = the env preset; for jepa and reconstruction, the
     steps that train the encoder)."""
+    tracker: Tracker = "tensorboard"
+    """Where the world model's training logs go besides its metrics.jsonl (WorldModelConfig.tracker:
+    tensorboard, wandb or none)."""
     frozen_steps: int | None = None
     """jepa / reconstruction: WorldModelConfig.frozen_steps, predictor and heads trained on the
     frozen encoder's cached latents after train_steps (None = the env preset; CartPole 3000)."""

@@ -20,6 +20,7 @@ from vjepa_agent.agent import LatentObjective, MPCAgent
 from vjepa_agent.config import CollectConfig, PlanConfig, PlannerConfig, WorldModelConfig
 from vjepa_agent.errors import require, require_extra
 from vjepa_agent.threads import torch_threads
+from vjepa_agent.train.tracking import check_tracker
 from vjepa_agent.world_model import WorldModel
 
 if TYPE_CHECKING:
@@ -198,6 +199,8 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
             f"--pixel-encoder {cfg.pixel_encoder} encodes pixels, and --obs state has none; drop "
             "the flag or pass --obs pixels",
         )
+    if cfg.model is None:
+        check_tracker(cfg.tracker, "world-model training")
     if cfg.frozen_steps is not None:
         require(
             learned(cfg) and cfg.model is None,
@@ -285,6 +288,7 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
         steps=steps_preset(cfg, "train_steps"),
         pixel_encoder=preset(cfg, "pixel_encoder") if cfg.obs == "pixels" else "vit",
         rollout_steps=preset(cfg, "rollout_steps"),
+        tracker=cfg.tracker,
         **(learned_options(cfg) if learned(cfg) else {}),
     )
     print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
