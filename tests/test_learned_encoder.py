@@ -2,6 +2,7 @@
 stay out of the target encoder, save/load for every latent kind, a tiny run that beats copy-last."""
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -192,6 +193,24 @@ def test_frozen_phase_trains_predictor_and_heads_and_leaves_the_encoder(store_di
         json.loads(line)["step"] for line in (cfg.out / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps[-1] == 170 and steps == sorted(steps) and 20 in steps
+
+
+def test_encoder_from_retrains_the_predictor_and_heads_of_a_trained_model(store_dir, tmp_path):
+    """encoder_from + steps 0: the frozen phase alone on another run's encoder gives that run's
+    weights bit for bit (the same seed); an encoder of other settings is a one-line error."""
+    base = dict(pixel_encoder="jepa", batch_size=8, checkpoint_every=0, frozen_steps=30)
+    source, _ = train_world_model(config(store_dir, tmp_path / "a", steps=20, **base), False)
+    cfg = config(
+        store_dir, tmp_path / "b", steps=0, encoder_from=str(tmp_path / "a" / "wm"), **base
+    )
+    again, summary = train_world_model(cfg, progress=False)
+    for name, w in again.state_dict().items():
+        torch.testing.assert_close(w, source.state_dict()[name], rtol=0, atol=0, msg=name)
+    assert summary["steps"] == 0
+    with pytest.raises(UserError, match=r"has another encoder: latent_dim 16 \(this run: 8\)$"):
+        train_world_model(dataclasses.replace(cfg, latent_dim=8), progress=False)
+    with pytest.raises(UserError, match="0 only with encoder_from"):
+        dataclasses.replace(cfg, encoder_from=None).validate()
 
 
 def test_frozen_steps_need_a_learned_encoder(store_dir, tmp_path):

@@ -389,6 +389,10 @@ class WorldModelConfig:
     encoder_init: str | None = None
     """Optional pretrained encoder (an export or pretraining run folder) to start the ViT from, e.g.
     from `pretrain_video.py --data <this rollout store>` (masked-video JEPA on the rollout frames)."""
+    encoder_from: str | None = None
+    """jepa / reconstruction: a trained world-model folder whose whole pixel encoder (ViT, pooling
+    map, norm) this run starts from; with `steps 0 --frozen-steps N`, a new predictor and heads on
+    that encoder, frozen (the encoder's settings and frames must be the folder's)."""
     target_encoder: Literal["ema", "stopgrad"] = "stopgrad"
     """jepa: the encoder whose latents of the next observations are the predictor's targets.
     stopgrad: the encoder itself under stop-gradient (TD-MPC2); ema: an EMA copy of it (momentum
@@ -517,7 +521,14 @@ class WorldModelConfig:
     warning), bit for bit as if never interrupted; None: start fresh."""
 
     def validate(self) -> None:
-        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(
+            self.steps >= 1 or (self.steps == 0 and self.encoder_from and self.frozen_steps),
+            f"steps must be >= 1 (0 only with encoder_from and frozen_steps), got {self.steps}",
+        )
+        require(
+            self.encoder_from is None or self.pixel_encoder in ("jepa", "reconstruction"),
+            f"encoder_from starts a learned encoder (jepa, reconstruction), not {self.pixel_encoder}",
+        )
         require(self.frozen_steps >= 0, f"frozen_steps must be >= 0, got {self.frozen_steps}")
         require(
             self.frozen_batch_size >= 1,

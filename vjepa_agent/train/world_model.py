@@ -651,7 +651,9 @@ def build_world_model(
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     moments = spec["obs"] == "pixels" and cfg.pixel_encoder == "moments"
     if model.learned_encoder:
-        if cfg.encoder_init:  # it learns from the first step on, starting from these weights
+        if cfg.encoder_from:
+            _load_world_model_encoder(model, cfg)
+        elif cfg.encoder_init:  # it learns from the first step on, starting from these weights
             encoder, _ = ckpt.load_encoder(cfg.encoder_init)
             ckpt.require_same_encoder(encoder.cfg, model.encoder.vit.cfg, cfg.encoder_init)
             model.encoder.vit.load_state_dict(encoder.state_dict())
@@ -674,6 +676,27 @@ def build_world_model(
                 100 * explained,
             )
     return model
+
+
+def _load_world_model_encoder(model: WorldModel, cfg: WorldModelConfig) -> None:
+    """model.encoder <- the pixel encoder of the world-model folder cfg.encoder_from; a one-line
+    error when its settings or frames differ from this run's."""
+    source = WorldModel.from_pretrained(cfg.encoder_from)
+    same = ("pixel_encoder", "encoder", "latent_dim", "pooling", "latent_norm")
+    differ = [
+        f"{k} {getattr(source.cfg, k)!r} (this run: {getattr(cfg, k)!r})"
+        for k in same
+        if getattr(source.cfg, k) != getattr(cfg, k)
+    ]
+    if list(source.env.get("pixel_shape") or []) != list(model.env["pixel_shape"]):
+        differ.append(
+            f"frames {source.env.get('pixel_shape')} (this run: {model.env['pixel_shape']})"
+        )
+    require(
+        not differ,
+        f"encoder_from '{cfg.encoder_from}' has another encoder: {'; '.join(differ)}",
+    )
+    model.encoder.load_state_dict(source.encoder.state_dict())
 
 
 def _train_on_cached_latents(
