@@ -178,6 +178,11 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
             "--obs state has none",
         ),
         (["--env", "CartPole-v1", "--frozen-steps", "10"], "--frozen-steps trains a learned"),
+        (["--env", "CartPole-v1", "--rounds", "1"], "--rounds collects on-policy data"),
+        (
+            ["--env", "CartPole-v1", "--pixel-encoder", "jepa", "--frozen-steps", "0"],
+            "give --frozen-steps > 0, or --rounds 0",
+        ),
         (
             ["--env", "CartPole-v1", "--pixel-encoder", "jepa", "--frozen-steps", "-1"],
             "frozen_steps must be >= 0",
@@ -280,7 +285,7 @@ def test_planner_settings_come_from_env_presets_unless_given():
 
 def test_learned_encoders_take_their_own_step_presets_unless_given():
     from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import learned_options, steps_preset
+    from vjepa_agent.control import learned_options, rounds, steps_preset
 
     steps = lambda key, **kw: steps_preset(PlanConfig(**kw), key)  # noqa: E731
     jepa = dict(env="CartPole-v1", pixel_encoder="jepa")
@@ -290,6 +295,8 @@ def test_learned_encoders_take_their_own_step_presets_unless_given():
     assert steps("train_steps", env="Pendulum-v1", pixel_encoder="jepa") == 2000  # none of its own
     assert learned_options(PlanConfig(**jepa))["frozen_steps"] == 3000
     assert learned_options(PlanConfig(**jepa, frozen_steps=0))["frozen_steps"] == 0
+    assert rounds(PlanConfig(**jepa)) == 1 and rounds(PlanConfig(**jepa, rounds=3)) == 3
+    assert rounds(PlanConfig(env="CartPole-v1")) == 0  # the moments preset
 
 
 @pytest.mark.slow
@@ -301,7 +308,7 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     out = tmp_path / "run"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--out", str(out), "--collect-steps", "200"]
     args += ["--pixel-encoder", kind, "--train-steps", "3", "--frozen-steps", "2"]
-    args += ["--episodes", "1"]
+    args += ["--episodes", "1", "--round-steps", "64"]
     args += (
         "--max-episode-steps 5 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video".split()
     )
@@ -312,7 +319,17 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     wm = WorldModel.from_pretrained(out / "model")
     assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
     assert wm.cfg.frozen_steps == 2 and wm.cfg.contrast_weight == 5.0  # the flag over the preset
-    assert s["world_model"]["steps"] == 3
+    # the preset's on-policy round: 64 planner steps appended, a new predictor on the same encoder
+    from vjepa_agent.data.rollouts import RolloutStore
+
+    first = WorldModel.from_pretrained(out / "rounds" / "model-0")
+    assert first.cfg.steps == 3 and wm.cfg.steps == 0
+    assert wm.cfg.encoder_from == str(out / "rounds" / "model-0")
+    for name, w in wm.encoder.state_dict().items():
+        assert torch.equal(w, first.encoder.state_dict()[name]), name
+    assert not torch.equal(wm.predictor.latent_out.weight, first.predictor.latent_out.weight)
+    assert RolloutStore.open(out / "data").meta["num_transitions"] == 200 + 64
+    assert [r["round"] for r in s["rounds"]] == [1] and s["rounds"][0]["steps"] == 64
     other = "reconstruction" if kind == "jepa" else "jepa"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--model", out / "model", "--pixel-encoder", other]
     proc = run_script("plan.py", *args, check=False)
@@ -398,7 +415,7 @@ def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
         (dict(start_spread="position", sticky_actions=0.5), "sticky_actions"),
     ):
         with pytest.raises(UserError, match="holds another collection") as err:
-            get_world_model(PlanConfig(**{**base, **flags}), tmp_path / "run")
+            get_world_model(PlanConfig(**{**base, **flags}), tmp_path / "run", env=None)
         assert says in str(err.value) and "\n" not in str(err.value)
     assert (data / "meta.json").read_bytes() == before
     assert not (tmp_path / "run" / "model").exists()

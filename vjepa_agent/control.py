@@ -77,6 +77,8 @@ _CARTPOLE = dict(
     # pole in closed loop when the starts spread the cart's position alone) and 1800 steps
     # of the encoder before the frozen phase (docs/world_model_encoders.md)
     learned_collect_steps={"pixels": 20000, "state": None},
+    # then one round of 10k on-policy steps, a new predictor and heads on all the data
+    rounds={"pixels": 1, "state": 0},
     learned_train_steps={"pixels": 1800, "state": None},
     # one wide iteration: a decision's time is the predictor's per-step calls (docs/experiments.md)
     samples=128,
@@ -112,11 +114,13 @@ DEFAULTS = dict(
     rollout_steps=WorldModelConfig.rollout_steps,
     learned_frames={"pixels": dict(size=64, grayscale=False), "state": {}},
     learned_world_model={"pixels": {}, "state": {}},
+    rounds=0,
     samples=64,
     elites=8,
     iterations=3,
 )
 PRESET_PLANNER_FIELDS = ("samples", "elites", "iterations")
+ROUND_SEED_OFFSET = 1000  # on-policy round k collects with seeds seed + k * 1000 + i, i < 8
 EVAL_SEED_OFFSET = (
     100_000  # evaluation resets never reuse a collection seed (those are seed + i, i < num_envs)
 )
@@ -208,6 +212,20 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
             "or reconstruction, no --model); drop it",
         )
         require(cfg.frozen_steps >= 0, f"frozen_steps must be >= 0, got {cfg.frozen_steps}")
+    require(cfg.round_steps >= 1, f"round_steps must be >= 1, got {cfg.round_steps}")
+    if cfg.rounds is not None:
+        require(cfg.rounds >= 0, f"rounds must be >= 0, got {cfg.rounds}")
+        require(
+            not cfg.rounds or (learned(cfg) and cfg.model is None),
+            "--rounds collects on-policy data for a learned encoder's predictor and heads "
+            "(--pixel-encoder jepa or reconstruction, no --model); drop it",
+        )
+    if rounds(cfg) and cfg.model is None:
+        require(
+            learned_options(cfg).get("frozen_steps", 0) > 0,
+            "on-policy rounds train the predictor and heads on the frozen encoder: give "
+            "--frozen-steps > 0, or --rounds 0",
+        )
     if cfg.model is not None:
         meta_path = Path(cfg.model) / "config.json"
         require(
@@ -232,7 +250,7 @@ def check_inputs(cfg: PlanConfig) -> gym.Env:
 # ---------------------------------------------------------------------------- the model
 
 
-def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, Any]]:
+def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldModel, dict[str, Any]]:
     """Load --model, reuse out/model when it matches, or collect random-policy data and train one."""
     if cfg.model is not None:
         wm = WorldModel.from_pretrained(cfg.model)
@@ -293,7 +311,61 @@ def get_world_model(cfg: PlanConfig, out: Path) -> tuple[WorldModel, dict[str, A
     )
     print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
     wm, summary = train_world_model(wm_cfg)
+    if learned(cfg) and rounds(cfg):
+        return on_policy_rounds(cfg, env, wm.eval(), wm_cfg, summary)
     return wm.eval(), summary
+
+
+def rounds(cfg: PlanConfig) -> int:
+    """On-policy rounds: --rounds, else the env preset (learned encoders only)."""
+    return preset(cfg, "rounds") if learned(cfg) else 0
+
+
+def on_policy_rounds(
+    cfg: PlanConfig, env: gym.Env, wm: WorldModel, wm_cfg: WorldModelConfig, summary: dict
+) -> tuple[WorldModel, dict[str, Any]]:
+    """Rounds of on-policy data (TD-MPC2, PLDM and Dreamer learn online; a random policy's data
+    is thin where the agent goes). Round k: the MPC agent of the model so far collects
+    cfg.round_steps steps from the env's own starts, appended to the run's data; the model folder
+    moves to out/rounds/model-<k-1>; a new predictor and heads train on its frozen encoder over
+    all the data (encoder_from, steps 0, the preset's frozen_steps) into the model folder."""
+    from vjepa_agent.train.world_model import train_world_model
+
+    out = Path(wm_cfg.out)
+    history = []
+    for k in range(1, rounds(cfg) + 1):
+        print(f"on-policy round {k}: collecting {cfg.round_steps} steps with the planner")
+        with torch_threads(1):
+            agent = make_agent(cfg, wm, env)
+            td = envs.collect_rollouts(
+                cfg.env,
+                cfg.round_steps,
+                out=wm_cfg.data,
+                obs=cfg.obs,
+                num_envs=8,
+                policy=agent,
+                seed=cfg.seed + k * ROUND_SEED_OFFSET,
+                frame_stack=wm.env["frame_stack"],
+                **{key: wm.env[key] for key in ("size", "grayscale") if key in wm.env},
+            )
+        ended = td["next", "done"].squeeze(-1)
+        lengths = (td["step"][ended] + 1).float()  # episodes that ended within the round
+        previous = out.parent / "rounds" / f"model-{k - 1}"
+        previous.parent.mkdir(exist_ok=True)
+        out.rename(previous)
+        round_cfg = dataclasses.replace(wm_cfg, steps=0, encoder_from=str(previous))
+        wm, summary = train_world_model(round_cfg)
+        wm.eval()
+        history.append(
+            {
+                "round": k,
+                "steps": cfg.round_steps,
+                "episodes_ended": int(ended.sum()),
+                "mean_episode_length": float(lengths.mean()) if len(lengths) else None,
+            }
+        )
+    (out.parent / "rounds" / "rounds.json").write_text(json.dumps(history, indent=2))
+    return wm, {**summary, "rounds": history}
 
 
 def learned_options(cfg: PlanConfig) -> dict[str, Any]:
@@ -454,7 +526,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     env = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    wm, train_summary = get_world_model(cfg, out)
+    wm, train_summary = get_world_model(cfg, out, env)
     train_seconds = time.perf_counter() - t0
     with torch_threads(1):  # one decision is a few small matmuls: threads only add overhead
         agent = make_agent(cfg, wm, env)
@@ -499,6 +571,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         "env_steps_trained": int(train_summary.get("env_steps", 0)),
         "train_seconds": train_seconds,
         "model_reused": "reused" in train_summary,
+        "rounds": train_summary.get("rounds", []),
         "world_model": {k: v for k, v in train_summary.items() if isinstance(v, int | float | str)},
         **stats,
         "decisions_per_s": 1000.0 / stats["ms_per_action"],
