@@ -265,7 +265,8 @@ def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_pat
     s = json.loads((out / "summary.json").read_text())
     assert len(s["returns"]) == 1 and 1 <= s["returns"][0] <= 10 and s["env_steps_trained"] == 300
     proc = run_script("plan.py", *args, "--pixel-encoder", "vit")
-    assert "reusing" not in proc.stdout
+    assert "reusing the world model" not in proc.stdout
+    assert "reusing the 300 steps collected" in proc.stdout  # the same collection
     assert WorldModel.from_pretrained(out / "model").cfg.pixel_encoder == "vit"
 
 
