@@ -296,7 +296,7 @@ def test_learned_encoders_take_their_own_step_presets_unless_given():
     assert steps("train_steps", env="Pendulum-v1", pixel_encoder="jepa") == 2000  # none of its own
     assert learned_options(PlanConfig(**jepa))["frozen_steps"] == 3000
     assert learned_options(PlanConfig(**jepa, frozen_steps=0))["frozen_steps"] == 0
-    assert rounds(PlanConfig(**jepa)) == 1 and rounds(PlanConfig(**jepa, rounds=3)) == 3
+    assert rounds(PlanConfig(**jepa)) == 2 and rounds(PlanConfig(**jepa, rounds=3)) == 3
     assert rounds(PlanConfig(env="CartPole-v1")) == 0  # the moments preset
 
 
@@ -320,17 +320,19 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     wm = WorldModel.from_pretrained(out / "model")
     assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
     assert wm.cfg.frozen_steps == 2 and wm.cfg.contrast_weight == 5.0  # the flag over the preset
-    # the preset's on-policy round: 64 planner steps appended, a new predictor on the same encoder
+    # the preset's two on-policy rounds: 64 planner steps each appended, a new predictor on the
+    # same encoder after each
     from vjepa_agent.data.rollouts import RolloutStore
 
     first = WorldModel.from_pretrained(out / "rounds" / "model-0")
-    assert first.cfg.steps == 3 and wm.cfg.steps == 0
-    assert wm.cfg.encoder_from == str(out / "rounds" / "model-0")
+    second = WorldModel.from_pretrained(out / "rounds" / "model-1")
+    assert first.cfg.steps == 3 and second.cfg.steps == 0 and wm.cfg.steps == 0
+    assert wm.cfg.encoder_from == str(out / "rounds" / "model-1")
     for name, w in wm.encoder.state_dict().items():
         assert torch.equal(w, first.encoder.state_dict()[name]), name
-    assert not torch.equal(wm.predictor.latent_out.weight, first.predictor.latent_out.weight)
-    assert RolloutStore.open(out / "data").meta["num_transitions"] == 200 + 64
-    assert [r["round"] for r in s["rounds"]] == [1] and s["rounds"][0]["steps"] == 64
+    assert not torch.equal(wm.predictor.latent_out.weight, second.predictor.latent_out.weight)
+    assert RolloutStore.open(out / "data").meta["num_transitions"] == 200 + 2 * 64
+    assert [r["round"] for r in s["rounds"]] == [1, 2] and s["rounds"][1]["steps"] == 64
     other = "reconstruction" if kind == "jepa" else "jepa"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--model", out / "model", "--pixel-encoder", other]
     proc = run_script("plan.py", *args, check=False)

@@ -705,7 +705,7 @@ class PlanConfig(PlannerConfig):
     """jepa / reconstruction: rounds of on-policy data after the first model. In each, the MPC
     agent of the model so far collects round_steps steps from the env's own starts into the run's
     data, and a new predictor and heads train on the frozen encoder over all of it (None = the env
-    preset; CartPole 1, 0 elsewhere)."""
+    preset; CartPole 2, 0 elsewhere)."""
     round_steps: int = 10000
     """Environment steps each on-policy round collects."""
     tracker: Tracker = "tensorboard"
