@@ -333,6 +333,9 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     assert not torch.equal(wm.predictor.latent_out.weight, second.predictor.latent_out.weight)
     assert RolloutStore.open(out / "data").meta["num_transitions"] == 200 + 2 * 64
     assert [r["round"] for r in s["rounds"]] == [1, 2] and s["rounds"][1]["steps"] == 64
+    run_script("plan.py", *args)  # the cached model, with the rounds that made it
+    again = json.loads((out / "summary.json").read_text())
+    assert again["model_reused"] and again["rounds"] == s["rounds"]
     other = "reconstruction" if kind == "jepa" else "jepa"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--model", out / "model", "--pixel-encoder", other]
     proc = run_script("plan.py", *args, check=False)

@@ -256,3 +256,13 @@ def test_store_of_frames_rendered_larger_is_refused(tmp_path):
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "render_scale": 2}))
     with pytest.raises(UserError, match="rendered at a larger scale"):
         collect_rollouts("CartPole-v1", 8, out=path, size=32, progress=False)
+
+
+def test_a_store_appends_frames_of_its_size_however_the_size_is_written(tmp_path):
+    """(16, 64) asked of a store whose meta.json holds [16, 64] appends; another size is refused."""
+    kw = dict(obs="pixels", num_envs=2, seed=0, frame_stack=2, grayscale=True, progress=False)
+    collect_rollouts("CartPole-v1", 8, out=tmp_path / "d", size=(16, 64), **kw)
+    collect_rollouts("CartPole-v1", 8, out=tmp_path / "d", size=(16, 64), **kw)
+    assert RolloutStore.open(tmp_path / "d").meta["num_transitions"] == 16
+    with pytest.raises(UserError, match=r"size=\[16, 64\] but size=\(16, 32\) was requested"):
+        collect_rollouts("CartPole-v1", 8, out=tmp_path / "d", size=(16, 32), **kw)

@@ -260,11 +260,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     # out/data and out/model are reused only for the collection these flags ask for
     data = out / "data"
     steps = steps_preset(cfg, "collect_steps")
-    collect_kwargs = (
-        {"frame_stack": preset(cfg, "frame_stack"), **frame_format(cfg)}
-        if cfg.obs == "pixels"
-        else {}
-    )
+    collect_kwargs = pixel_options(cfg) if cfg.obs == "pixels" else {}
     if preset(cfg, "exploring_starts"):
         spread = start_spread(cfg)
         collect_kwargs["start_ranges"] = envs.starts.default_start_ranges(cfg.env, spread)
@@ -282,9 +278,11 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
         )
         if meta["env"]["env_id"] == cfg.env and meta["env"]["obs"] == cfg.obs and same_frames:
             print(f"reusing the world model cached in {cached}")
+            done = out / "rounds" / "rounds.json"  # the on-policy rounds that made it, if any
             return WorldModel.from_pretrained(cached), {
                 "reused": str(cached),
                 **meta.get("summary", {}),
+                "rounds": json.loads(done.read_text()) if done.is_file() else [],
             }
     from vjepa_agent.train.world_model import train_world_model
 
@@ -312,7 +310,7 @@ def get_world_model(cfg: PlanConfig, out: Path, env: gym.Env) -> tuple[WorldMode
     )
     print(f"training the world model ({wm_cfg.steps} steps) into {wm_cfg.out}")
     wm, summary = train_world_model(wm_cfg)
-    if learned(cfg) and rounds(cfg):
+    if rounds(cfg):
         return on_policy_rounds(cfg, env, wm.eval(), wm_cfg, summary)
     return wm.eval(), summary
 
@@ -346,8 +344,7 @@ def on_policy_rounds(
                 num_envs=8,
                 policy=agent,
                 seed=cfg.seed + k * ROUND_SEED_OFFSET,
-                frame_stack=wm.env["frame_stack"],
-                **{key: wm.env[key] for key in ("size", "grayscale") if key in wm.env},
+                **pixel_options(cfg),
             )
         ended = td["next", "done"].squeeze(-1)
         lengths = (td["step"][ended] + 1).float()  # episodes that ended within the round

@@ -162,7 +162,8 @@ class RolloutStore:
             )
         for key, want in (("size", expect_size), ("frame_stack", expect_frame_stack)):
             have = meta.get(key)
-            if want is not None and have is not None and have != want:
+            same = _frame_size(have) == _frame_size(want) if key == "size" else have == want
+            if want is not None and have is not None and not same:
                 raise UserError(
                     f"rollout store {path} was collected on {collected} with {key}={have} but "
                     f"{key}={want} was requested; collect rollouts with {key}={want} or use {have}"
@@ -484,3 +485,10 @@ class RolloutClipDataset(torch.utils.data.Dataset):
             "index": int(i),
             "skipped": [],
         }
+
+
+def _frame_size(size) -> tuple[int, int] | None:
+    """A frame size as (height, width): 64, (16, 256) and meta.json's [16, 256] compare alike."""
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
