@@ -122,6 +122,45 @@ def test_pixel_world_model_shapes(latent, action):
     assert p.shape == (3, 5, 7) and ((p >= 0) & (p <= 1)).all()
 
 
+def _module_rollout(wm, z, acts):
+    """The reference rollout: the predictor's forward, one step at a time, on every sequence."""
+    lead = torch.broadcast_shapes(z.shape[:-1], acts.shape[:-1])
+    zz = z.expand(*lead, z.shape[-1]).reshape(-1, z.shape[-1])
+    feats = wm.action_features(acts.expand(*lead, acts.shape[-1]).reshape(-1, acts.shape[-1]))
+    steps = []
+    for k in range(feats.shape[1]):
+        zz = wm.with_prev_action(wm.predictor(zz[:, None, None], feats[:, k : k + 1])[:, 0, 0], feats[:, k])
+        steps.append(zz)
+    return torch.stack(steps, 1).reshape(*lead, feats.shape[1], -1)
+
+
+@pytest.mark.parametrize("spec", [pixel_spec(), state_spec()], ids=["pixels", "state"])
+def test_planning_rollout_equals_the_predictor_step_by_step(spec):
+    """Planning's rollout (the folded Markov step on each distinct action prefix once) gives what
+    the predictor's forward gives on every sequence, with and without gradients."""
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(encoder=TINY_ENC, latent_dim=16, predictor_dim=32, predictor_depth=2)
+    wm = WorldModel(cfg, spec).eval()
+    for m in wm.predictor.modules():  # away from the init (zero output layer, unit norms)
+        for p in m.parameters(recurse=False):
+            p.data.normal_(0, 0.3)
+    z = torch.randn(3, 1, wm.latent_shape[0])  # 3 envs, their samples share the start latent
+    acts = torch.randint(0, 2, (3, 64, 8))
+    acts[:, :32, :3] = 1  # half of each env's samples share a 3-step prefix
+    with torch.no_grad():
+        ref = _module_rollout(wm, z, acts)
+        fast = wm.rollout(z, acts)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+        assert (fast[:, :, 0] - z).abs().max() > 0.1  # the predictor moves the latent
+    torch.testing.assert_close(wm.rollout(z, acts), ref, atol=1e-5, rtol=1e-5)  # with gradients
+    # one start per sequence (training's rollout) takes the plain loop, and agrees too
+    z_each = torch.randn(3, 64, wm.latent_shape[0])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            wm.rollout(z_each, acts), _module_rollout(wm, z_each, acts), atol=1e-5, rtol=1e-5
+        )
+
+
 def test_save_load_round_trip_and_strictness(tmp_path):
     torch.manual_seed(0)
     wm = WorldModel(

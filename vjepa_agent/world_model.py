@@ -29,6 +29,7 @@ drops it (errors and goal distances are measured on that part only).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -454,20 +455,66 @@ class WorldModel(nn.Module):
         horizon = actions.shape[actions.ndim - 1 - act_nd]
         z_lead = z.shape[: z.ndim - lat_nd]
         lead = torch.broadcast_shapes(a_lead, z_lead)
-        z = z.expand(*lead, *z.shape[z.ndim - lat_nd :]).reshape(-1, *z.shape[z.ndim - lat_nd :])
+        latent_shape = z.shape[z.ndim - lat_nd :]
         a = actions.expand(*lead, *actions.shape[len(a_lead) :]).reshape(
             -1, *actions.shape[len(a_lead) :]
         )
+        if self.cfg.context == 1 and self.action_kind == "discrete" and z_lead != lead:
+            # a planner's samples share their start latents and most early action prefixes
+            starts = torch.arange(math.prod(z_lead), device=z.device).reshape(z_lead)
+            starts = starts.expand(lead).reshape(-1)
+            traj = self._rollout_shared_prefixes(z.reshape(-1, *latent_shape), starts, a)
+            return traj.reshape(*lead, horizon, *traj.shape[2:])
+        z = z.expand(*lead, *latent_shape).reshape(-1, *latent_shape)
         feats = self.action_features(a)  # (B, H, A)
-        window = 1 if self.cfg.context == 1 else self.cfg.seq_len
-        history = [z]
-        for k in range(horizon):
-            start = max(0, k + 1 - window)
-            lat = torch.stack(history[start:], dim=1)  # (B, t, *latent)
-            nxt = self.predictor(self._step_tokens(lat), feats[:, start : k + 1])[:, -1]
-            history.append(self.with_prev_action(nxt[:, 0], feats[:, k]) if self.compact else nxt)
+        if self.cfg.context == 1:
+            step, history = self._markov_step(), [z]
+            for k in range(horizon):
+                history.append(step(history[-1], feats[:, k]))
+        else:
+            history = [z]
+            for k in range(horizon):
+                start = max(0, k + 1 - self.cfg.seq_len)
+                lat = torch.stack(history[start:], dim=1)  # (B, t, *latent)
+                nxt = self.predictor(self._step_tokens(lat), feats[:, start : k + 1])[:, -1]
+                history.append(
+                    self.with_prev_action(nxt[:, 0], feats[:, k]) if self.compact else nxt
+                )
         traj = torch.stack(history[1:], dim=1)  # (B, H, *latent)
         return traj.reshape(*lead, horizon, *traj.shape[2:])
+
+    def _markov_step(self):
+        """One step of a Markov (context 1) predictor as a function (latents (B, *latent),
+        action features (B, A)) -> next latents: the predictor's folded `markov_step` when no
+        gradient is needed (planning, evaluation), else its forward."""
+        if self.compact and self.predictor.fuse_action and not torch.is_grad_enabled():
+            fused = self.predictor.markov_step()
+            return lambda z, feats: self.with_prev_action(fused(z, feats), feats)
+
+        def step(z: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+            nxt = self.predictor(self._step_tokens(z[:, None]), feats[:, None])[:, -1]
+            return self.with_prev_action(nxt[:, 0], feats) if self.compact else nxt
+
+        return step
+
+    def _rollout_shared_prefixes(
+        self, z: torch.Tensor, starts: torch.Tensor, a: torch.Tensor
+    ) -> torch.Tensor:
+        """`rollout` of B sequences with Discrete actions a (B, H) from the start latents
+        z[starts] (z (U, *latent), starts (B,)). With a Markov predictor the latent after step k
+        depends only on the start and the actions up to k, so each distinct prefix is stepped
+        once and its latent shared: a planner's samples share most early prefixes (with 2
+        actions at most 2^(k+1) differ at step k). Returns (B, H, *latent), the plain loop's."""
+        n_actions = self.action_dim
+        offset = int(self.env["action_space"].get("start", 0))
+        step, latents, node, steps = self._markov_step(), z, starts, []
+        for k in range(a.shape[1]):
+            # the distinct (node, action) pairs of step k are the nodes of step k + 1
+            keys, node = torch.unique(node * n_actions + a[:, k].long() - offset, return_inverse=True)
+            feats = F.one_hot(keys % n_actions, n_actions).float()  # (U, A)
+            latents = step(latents[keys // n_actions], feats)
+            steps.append(latents[node])
+        return torch.stack(steps, dim=1)
 
     def _flat(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.compact else z.flatten(-2)

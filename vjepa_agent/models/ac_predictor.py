@@ -14,7 +14,10 @@ optional states (B, T, P); output (B, T, N, Dz).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -93,3 +96,52 @@ class ACPredictor(nn.Module):
         # 3. frame-token outputs predict the next step's latents (residual on z_t)
         x = rearrange(x, "b (t k) d -> b t k d", t=t)[:, :, k - n :]  # (B, T, N, Dp)
         return latents + self.latent_out(x)
+
+    @torch.no_grad()
+    def markov_step(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`forward` of one fused step (fuse_action, a single time step) as a function
+        (latents (B, Dz), actions (B, A)) -> next latents (B, Dz), for rollouts without gradients.
+
+        A step is one token, so each block's attention is its value and output projections
+        (softmax over one key is 1), and every LayerNorm's scale and shift fold into the linear
+        layer after it: a block becomes LayerNorm, one matmul, LayerNorm, the MLP. About a
+        third of the ops of `forward`, the same function up to float rounding. The weights are
+        folded when this is called (once per rollout), so training never sees stale ones.
+        """
+        if not self.fuse_action:
+            raise ValueError("markov_step needs fuse_action (one token per step)")
+        d = self.latent_in.out_features
+        # input: latent_in(z) + action_in(a) + the step-0 time, token and type embeddings
+        w_in = torch.cat([self.latent_in.weight, self.action_in.weight], dim=1)
+        b_in = (
+            self.latent_in.bias
+            + self.action_in.bias
+            + self.time_embed[0]
+            + self.token_embed[0]
+            + self.type_embed[2]
+        )
+        blocks = []
+        for block in self.transformer.blocks:
+            attn, mlp, n1, n2 = block.attn, block.mlp, block.norm1, block.norm2
+            w_v = attn.qkv.weight[2 * d :]
+            b_v = attn.qkv.bias[2 * d :] if attn.qkv.bias is not None else w_v.new_zeros(d)
+            w_attn = attn.proj.weight @ w_v  # proj(v(.)) as one matrix
+            w_a = w_attn * n1.weight  # LN1's scale
+            b_a = w_attn @ n1.bias + attn.proj.weight @ b_v + attn.proj.bias
+            w_1 = mlp.fc1.weight * n2.weight
+            b_1 = mlp.fc1.weight @ n2.bias + mlp.fc1.bias
+            blocks.append((n1.eps, w_a, b_a, n2.eps, w_1, b_1, mlp.fc2.weight, mlp.fc2.bias))
+        norm = self.transformer.norm
+        w_out = self.latent_out.weight * norm.weight
+        b_out = self.latent_out.weight @ norm.bias + self.latent_out.bias
+
+        def step(latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            x = F.linear(torch.cat([latents, actions.to(latents.dtype)], dim=-1), w_in, b_in)
+            for eps1, w_a, b_a, eps2, w_1, b_1, w_2, b_2 in blocks:
+                x = x + F.linear(F.layer_norm(x, (d,), eps=eps1), w_a, b_a)
+                h = F.gelu(F.linear(F.layer_norm(x, (d,), eps=eps2), w_1, b_1))
+                x = x + F.linear(h, w_2, b_2)
+            return latents + F.linear(F.layer_norm(x, (d,), eps=norm.eps), w_out, b_out)
+
+        return step
+
