@@ -129,7 +129,9 @@ def _module_rollout(wm, z, acts):
     feats = wm.action_features(acts.expand(*lead, acts.shape[-1]).reshape(-1, acts.shape[-1]))
     steps = []
     for k in range(feats.shape[1]):
-        zz = wm.with_prev_action(wm.predictor(zz[:, None, None], feats[:, k : k + 1])[:, 0, 0], feats[:, k])
+        zz = wm.with_prev_action(
+            wm.predictor(zz[:, None, None], feats[:, k : k + 1])[:, 0, 0], feats[:, k]
+        )
         steps.append(zz)
     return torch.stack(steps, 1).reshape(*lead, feats.shape[1], -1)
 

@@ -510,7 +510,9 @@ class WorldModel(nn.Module):
         step, latents, node, steps = self._markov_step(), z, starts, []
         for k in range(a.shape[1]):
             # the distinct (node, action) pairs of step k are the nodes of step k + 1
-            keys, node = torch.unique(node * n_actions + a[:, k].long() - offset, return_inverse=True)
+            keys, node = torch.unique(
+                node * n_actions + a[:, k].long() - offset, return_inverse=True
+            )
             feats = F.one_hot(keys % n_actions, n_actions).float()  # (U, A)
             latents = step(latents[keys // n_actions], feats)
             steps.append(latents[node])

@@ -144,4 +144,3 @@ class ACPredictor(nn.Module):
             return latents + F.linear(F.layer_norm(x, (d,), eps=norm.eps), w_out, b_out)
 
         return step
-
