@@ -404,6 +404,35 @@ def test_latent_objective_terms_have_their_sign_and_weight():
     assert float(richer) < float(base) < float(riskier)
 
 
+def test_objective_on_distinct_imagined_latents_equals_it_on_every_step():
+    """The agent's model call: `rollout_nodes` (each distinct action prefix once) and the
+    objective's heads on those latents, gathered, give the costs of the plain rollout."""
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(predictor_dim=32, predictor_depth=2, failure_weight=1.0)
+    wm = WorldModel(cfg, STATE_SPEC).eval()
+    for p in wm.parameters():  # away from the init (zero output layers)
+        p.data.normal_(0, 0.3)
+    z = torch.randn(2, 1, wm.latent_shape[0])  # 2 envs, 64 samples each from one start
+    acts = torch.randint(0, 2, (2, 64, 6))
+    objective = LatentObjective(
+        goal=torch.randn(4), goal_weight=0.5, termination_logit_weight=0.3,
+        failure_logit_weight=0.2, reward_weight=2.0, termination_penalty=1.0,
+    )  # fmt: skip
+    with torch.no_grad():
+        nodes, index = wm.rollout_nodes(z, acts)
+        assert index.shape == (2, 64, 6) and len(nodes) < index.numel()  # prefixes were shared
+        plain = wm.rollout(z, acts, plain=True)
+        torch.testing.assert_close(nodes[index], plain, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            objective(wm, nodes, index), objective(wm, plain), atol=1e-4, rtol=1e-5
+        )
+        # one start per sequence: every step is its own node
+        z_each = torch.randn(2, 64, wm.latent_shape[0])
+        nodes, index = wm.rollout_nodes(z_each, acts)
+        assert len(nodes) == index.numel()
+        torch.testing.assert_close(nodes[index], wm.rollout(z_each, acts, plain=True))
+
+
 def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
     """out/data from other flags (start spread, seed, size) is refused with one line, untouched."""
     from vjepa_agent.config import PlanConfig

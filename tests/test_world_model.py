@@ -161,6 +161,8 @@ def test_planning_rollout_equals_the_predictor_step_by_step(spec):
         torch.testing.assert_close(
             wm.rollout(z_each, acts), _module_rollout(wm, z_each, acts), atol=1e-5, rtol=1e-5
         )
+        # plain=True (the planning benchmark's reference) is the module loop itself
+        torch.testing.assert_close(wm.rollout(z, acts, plain=True), ref, atol=1e-6, rtol=1e-6)
 
 
 def test_save_load_round_trip_and_strictness(tmp_path):

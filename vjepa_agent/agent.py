@@ -11,6 +11,7 @@ heads) and the planner's own work.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -61,25 +62,37 @@ class LatentObjective:
     from failure too, but on CartPole it did not beat the termination logits
     (docs/experiments.md)."""
 
-    def __call__(self, wm: WorldModel, traj: torch.Tensor) -> torch.Tensor:
-        """traj (E, S, H, *latent) -> costs (E, S)."""
-        e = traj.shape[0]
-        cost = torch.zeros(traj.shape[:2], device=traj.device)
+    def __call__(
+        self, wm: WorldModel, traj: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """traj (E, S, H, *latent) -> costs (E, S). With `index` (E, S, H), traj holds the
+        distinct latents (N, *latent) of `WorldModel.rollout_nodes` instead: the heads run once
+        per distinct latent and are gathered, the same costs as on traj[index]."""
+        if index is None:
+            index = torch.arange(math.prod(traj.shape[:3]), device=traj.device).reshape(
+                traj.shape[:3]
+            )
+            traj = traj.reshape(-1, *traj.shape[3:])
+        e = index.shape[0]
+        cost = torch.zeros(index.shape[:2], device=traj.device)
         if self.goal is not None and self.goal_weight:
             # distances on what observations give (not the previous-action features of pixel latents)
-            obs_traj = wm.observation_part(traj)
+            obs_traj = wm.observation_part(traj[index])
             goal = wm.observation_part(self.goal.to(traj.device)).expand(e, *obs_traj.shape[3:])
             dist = planning.goal_distance(
                 obs_traj, goal, p=self.p, final_only=self.final_only, weights=self.goal_dim_weights
             )
             cost = cost + self.goal_weight * dist
+        term_logits = None
+        if self.termination_logit_weight or self.reward_weight or self.termination_penalty:
+            term_logits = wm.termination_logits(traj)[index]  # (E, S, H)
         if self.termination_logit_weight:
-            cost = cost + self.termination_logit_weight * wm.termination_logits(traj).sum(-1)
+            cost = cost + self.termination_logit_weight * term_logits.sum(-1)
         if self.failure_logit_weight:
-            cost = cost + self.failure_logit_weight * wm.failure_logits(traj).sum(-1)
+            cost = cost + self.failure_logit_weight * wm.failure_logits(traj)[index].sum(-1)
         if self.reward_weight or self.termination_penalty:
-            term = wm.termination(traj)
-            rew = wm.reward(traj) if self.reward_weight else torch.zeros_like(term)
+            term = torch.sigmoid(term_logits)
+            rew = wm.reward(traj)[index] if self.reward_weight else torch.zeros_like(term)
             cost = cost + planning.reward_cost(
                 self.reward_weight * rew,
                 term,
@@ -196,8 +209,9 @@ class MPCAgent:
             t = time.perf_counter()
             # env actions (E, S, H[, A]); discrete plans count from 0, the env from `start`
             acts = actions[..., 0] + self.start if self.kind == "discrete" else actions
-            traj = self.wm.rollout(start_latent, acts)  # (E, S, H, *latent)
-            cost = self.objective(self.wm, traj)
+            # the distinct imagined latents (shared action prefixes once) and each step's among them
+            nodes, index = self.wm.rollout_nodes(start_latent, acts)  # (N, *latent), (E, S, H)
+            cost = self.objective(self.wm, nodes, index)
             self.timing["model"] += time.perf_counter() - t
             return cost
 

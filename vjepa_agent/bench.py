@@ -11,6 +11,7 @@ the same step with checkpointing off (no recompute).
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -135,4 +136,103 @@ def bench_pretrain(
         "mfu": None if model_flops is None else model_flops / step_s / rate,
         "peak_memory_mb": peak_mem,
         "peak_memory_kind": "accelerator max allocated" if on_accelerator else "process max RSS",
+    }
+
+
+# ---- planning ----
+
+
+def bench_plan(cfg, episodes: int = 2, max_steps: int = 200, calls: int = 200) -> dict[str, Any]:
+    """Time plan.py's agent on a trained model (cfg: a PlanConfig with `model` set), quiet and
+    beside one busy process, and the library's model call against the plain one on the same
+    recorded planner inputs.
+
+    Each condition: one untimed warm-up episode, then `episodes` timed ones of at most
+    `max_steps` decisions (`agent.stats()`: ms per decision, encoder / model / planner split);
+    then the first `calls` model calls of the planner (start latents, sampled actions)
+    replayed, library and plain alternating, medians in ms. The library's call:
+    `WorldModel.rollout_nodes` (the folded Markov step, each distinct action prefix once) and
+    the objective's heads on those nodes; the plain one: `rollout(plain=True)` (the predictor's
+    module forward on every sequence) and the heads on every step. Everything runs on one
+    torch thread, as plan.py plans."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vjepa_agent import control
+    from vjepa_agent.threads import torch_threads
+
+    env = control.check_inputs(cfg)
+    wm, _ = control.get_world_model(cfg, Path(cfg.out), env)
+    wm.eval()
+    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
+    rollout_nodes = wm.rollout_nodes
+
+    def recording(z, actions):
+        if len(recorded) < calls:
+            recorded.append((z.clone(), actions.clone()))
+        return rollout_nodes(z, actions)
+
+    def condition() -> dict[str, Any]:
+        agent = control.make_agent(cfg, wm, env)
+        control.run_episode(agent, wm, env, cfg.seed + 99, record=False, max_steps=max_steps)
+        agent = control.make_agent(cfg, wm, env)  # fresh timings after the warm-up
+        returns = []
+        for i in range(episodes):
+            agent.reseed(cfg.seed + i)
+            ret, *_ = control.run_episode(
+                agent, wm, env, cfg.seed + control.EVAL_SEED_OFFSET + i, False, max_steps
+            )
+            returns.append(ret)
+        objective = agent.objective
+        library = lambda z, a: objective(wm, *rollout_nodes(z, a))  # noqa: E731
+        plain = lambda z, a: objective(wm, wm.rollout(z, a, plain=True))  # noqa: E731
+        times = {"library": [], "plain": []}
+        diff, nodes, steps = 0.0, [], []
+        with torch.no_grad():
+            for z, actions in recorded:
+                costs = {}
+                for name, fn in (("library", library), ("plain", plain)):
+                    t0 = time.perf_counter()
+                    costs[name] = fn(z, actions)
+                    times[name].append(time.perf_counter() - t0)
+                diff = max(diff, float((costs["library"] - costs["plain"]).abs().max()))
+                n, index = rollout_nodes(z, actions)
+                nodes.append(len(n))
+                steps.append(index.numel())
+        ratios = [p / q for p, q in zip(times["plain"], times["library"])]
+        return {
+            **agent.stats(),
+            "returns_capped": returns,
+            "model_call_ms_library": 1000 * statistics.median(times["library"]),
+            "model_call_ms_plain": 1000 * statistics.median(times["plain"]),
+            "model_call_speedup": statistics.median(ratios),
+            "imagined_latents_per_call": statistics.median(nodes),
+            "imagined_steps_per_call": statistics.median(steps),
+            "max_abs_cost_diff_library_vs_plain": diff,
+        }
+
+    wm.rollout_nodes = recording  # the agent's calls are recorded, then replayed
+    with torch_threads(1):
+        quiet = condition()
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            contended = condition()
+        finally:
+            busy.kill()
+            busy.wait()
+    first = recorded[0]
+    return {
+        "env": cfg.env,
+        "obs": cfg.obs,
+        "pixel_encoder": wm.cfg.pixel_encoder if cfg.obs == "pixels" else None,
+        "model": str(cfg.model),
+        "torch": torch.__version__,
+        "threads": 1,
+        "cpus": os.cpu_count(),
+        "rollout_input": {"start_latents": list(first[0].shape), "actions": list(first[1].shape)},
+        "replayed_calls": len(recorded),
+        "quiet": quiet,
+        "contended": contended,
+        "ms_per_action_contended_over_quiet": contended["ms_per_action"] / quiet["ms_per_action"],
     }

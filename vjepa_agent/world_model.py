@@ -442,13 +442,57 @@ class WorldModel(nn.Module):
         traj = self.rollout(z, action.unsqueeze(horizon_axis))  # (..., 1, *latent)
         return traj.select(traj.ndim - 1 - self._latent_ndim(), 0)
 
-    def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor, plain: bool = False) -> torch.Tensor:
         """Imagine H steps: start latents z (..., *latent), actions (..., H) long or (..., H, A) -> (..., H, *latent).
 
         Leading dims of z broadcast against those of actions (e.g. z (E, 1, Z) with actions
         (E, S, H) plans S sequences per env). Autoregressive, batched over every leading dim; the
         predictor sees the last `context` steps (at most seq_len, the longest it was trained on).
+        A Markov predictor (context 1) steps with its folded `markov_step` when no gradient is
+        needed, and steps each distinct Discrete action prefix once (`rollout_nodes`); `plain`
+        runs the predictor's module forward on every sequence instead (the same numbers to float
+        rounding; the planning benchmark's reference).
         """
+        if not plain and self._shares_prefixes(z, actions):
+            nodes, index = self.rollout_nodes(z, actions)
+            return nodes[index]
+        lead, horizon, z, a = self._rollout_inputs(z, actions)
+        markov = self.cfg.context == 1 and not plain
+        traj = self._rollout_loop(z, self.action_features(a), markov)
+        return traj.reshape(*lead, horizon, *traj.shape[2:])
+
+    def rollout_nodes(
+        self, z: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rollout` as (nodes (N, *latent), index (..., H)) with rollout(z, actions) ==
+        nodes[index]: the distinct imagined latents and where each sequence's steps are among
+        them. With a Markov predictor and Discrete actions from shared starts (a planner's
+        samples) the latent after step k depends only on the start and the actions up to k, so
+        each distinct prefix is stepped once: with 128 samples of 10 steps a CartPole planner
+        imagines about 115 distinct latents, not 1280. Per-latent costs (the heads) can then be
+        computed on the nodes and gathered. Otherwise every step of every sequence is a node."""
+        if self._shares_prefixes(z, actions):
+            lead, horizon, z_rows, a = self._rollout_inputs(z, actions, expand=False)
+            z_lead = z.shape[: z.ndim - self._latent_ndim()]
+            starts = torch.arange(math.prod(z_lead), device=z.device).reshape(z_lead)
+            nodes, index = self._shared_prefixes(z_rows, starts.expand(lead).reshape(-1), a)
+            return nodes, index.reshape(*lead, horizon)
+        traj = self.rollout(z, actions)  # (..., H, *latent)
+        lead_h = traj.shape[: traj.ndim - self._latent_ndim()]
+        index = torch.arange(math.prod(lead_h), device=z.device).reshape(lead_h)
+        return traj.reshape(-1, *traj.shape[len(lead_h) :]), index
+
+    def _shares_prefixes(self, z: torch.Tensor, actions: torch.Tensor) -> bool:
+        """Whether `rollout_nodes` steps shared prefixes once: a Markov predictor, Discrete
+        actions, and fewer start latents than sequences (z broadcast over samples)."""
+        if self.cfg.context != 1 or self.action_kind != "discrete":
+            return False
+        z_lead = z.shape[: z.ndim - self._latent_ndim()]
+        return z_lead != torch.broadcast_shapes(actions.shape[:-1], z_lead)
+
+    def _rollout_inputs(self, z: torch.Tensor, actions: torch.Tensor, expand: bool = True):
+        """Broadcast leading dims: (lead, H, start latents (B, *latent) (with expand=False: z's
+        own rows, (U, *latent)), actions (B, H[, A]))."""
         lat_nd = self._latent_ndim()
         act_nd = 1 if self.action_kind == "continuous" else 0  # discrete actions: (..., H) indices
         a_lead = actions.shape[: actions.ndim - 1 - act_nd]
@@ -459,29 +503,27 @@ class WorldModel(nn.Module):
         a = actions.expand(*lead, *actions.shape[len(a_lead) :]).reshape(
             -1, *actions.shape[len(a_lead) :]
         )
-        if self.cfg.context == 1 and self.action_kind == "discrete" and z_lead != lead:
-            # a planner's samples share their start latents and most early action prefixes
-            starts = torch.arange(math.prod(z_lead), device=z.device).reshape(z_lead)
-            starts = starts.expand(lead).reshape(-1)
-            traj = self._rollout_shared_prefixes(z.reshape(-1, *latent_shape), starts, a)
-            return traj.reshape(*lead, horizon, *traj.shape[2:])
-        z = z.expand(*lead, *latent_shape).reshape(-1, *latent_shape)
-        feats = self.action_features(a)  # (B, H, A)
-        if self.cfg.context == 1:
-            step, history = self._markov_step(), [z]
-            for k in range(horizon):
+        z = z.expand(*lead, *latent_shape) if expand else z
+        return lead, horizon, z.reshape(-1, *latent_shape), a
+
+    def _rollout_loop(self, z: torch.Tensor, feats: torch.Tensor, markov: bool) -> torch.Tensor:
+        """Start latents z (B, *latent), action features (B, H, A) -> (B, H, *latent): the
+        Markov step (`_markov_step`) H times, or the predictor over the last seq_len steps."""
+        history = [z]
+        if markov:
+            step = self._markov_step()
+            for k in range(feats.shape[1]):
                 history.append(step(history[-1], feats[:, k]))
         else:
-            history = [z]
-            for k in range(horizon):
-                start = max(0, k + 1 - self.cfg.seq_len)
+            window = 1 if self.cfg.context == 1 else self.cfg.seq_len
+            for k in range(feats.shape[1]):
+                start = max(0, k + 1 - window)
                 lat = torch.stack(history[start:], dim=1)  # (B, t, *latent)
                 nxt = self.predictor(self._step_tokens(lat), feats[:, start : k + 1])[:, -1]
                 history.append(
                     self.with_prev_action(nxt[:, 0], feats[:, k]) if self.compact else nxt
                 )
-        traj = torch.stack(history[1:], dim=1)  # (B, H, *latent)
-        return traj.reshape(*lead, horizon, *traj.shape[2:])
+        return torch.stack(history[1:], dim=1)
 
     def _markov_step(self):
         """One step of a Markov (context 1) predictor as a function (latents (B, *latent),
@@ -497,17 +539,16 @@ class WorldModel(nn.Module):
 
         return step
 
-    def _rollout_shared_prefixes(
+    def _shared_prefixes(
         self, z: torch.Tensor, starts: torch.Tensor, a: torch.Tensor
-    ) -> torch.Tensor:
-        """`rollout` of B sequences with Discrete actions a (B, H) from the start latents
-        z[starts] (z (U, *latent), starts (B,)). With a Markov predictor the latent after step k
-        depends only on the start and the actions up to k, so each distinct prefix is stepped
-        once and its latent shared: a planner's samples share most early prefixes (with 2
-        actions at most 2^(k+1) differ at step k). Returns (B, H, *latent), the plain loop's."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rollout_nodes` of B sequences with Discrete actions a (B, H) from the start latents
+        z[starts] (z (U, *latent), starts (B,)): each distinct (start, action prefix) is
+        stepped once. Returns the nodes (N, *latent) and the index (B, H) of each step's."""
         n_actions = self.action_dim
         offset = int(self.env["action_space"].get("start", 0))
-        step, latents, node, steps = self._markov_step(), z, starts, []
+        step, latents, node = self._markov_step(), z, starts
+        nodes, index, first = [], [], 0
         for k in range(a.shape[1]):
             # the distinct (node, action) pairs of step k are the nodes of step k + 1
             keys, node = torch.unique(
@@ -515,8 +556,10 @@ class WorldModel(nn.Module):
             )
             feats = F.one_hot(keys % n_actions, n_actions).float()  # (U, A)
             latents = step(latents[keys // n_actions], feats)
-            steps.append(latents[node])
-        return torch.stack(steps, dim=1)
+            nodes.append(latents)
+            index.append(node + first)
+            first += len(keys)
+        return torch.cat(nodes), torch.stack(index, dim=1)
 
     def _flat(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.compact else z.flatten(-2)
