@@ -386,6 +386,99 @@ def test_heads_do_not_steer_the_predictor():
         torch.testing.assert_close(with_heads, without)
 
 
+def _loss_batch(b: int, t: int, generator: torch.Generator):
+    from tensordict import TensorDict
+
+    return TensorDict(
+        {
+            "action": torch.randint(2, (b, t), generator=generator),
+            "steps_to_termination": torch.randint(0, 40, (b, t), generator=generator).float(),
+            "next": {
+                "terminated": torch.rand(b, t, 1, generator=generator) < 0.2,
+                "reward": torch.rand(b, t, 1, generator=generator),
+                "latent": torch.randn(b, t, 4, generator=generator),
+            },
+        },
+        batch_size=[b, t],
+    )
+
+
+def test_world_model_losses_heads_equal_the_terms_written_out():
+    """The heads run once on the predicted and the encoded rows together; each head loss is still
+    the mean of its loss on the predictions and its loss on the encoded transitions."""
+    import torch.nn.functional as F
+
+    from vjepa_agent.train.world_model import failure_target, world_model_losses
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    cfg = WorldModelConfig(predictor_dim=32, predictor_depth=1, failure_weight=0.5)
+    model = WorldModel(cfg, state_spec())
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    batch, rows = _loss_batch(4, 5, g), _loss_batch(20, 1, g).reshape(20)
+    z, target = torch.randn(4, 5, 4, generator=g), torch.randn(4, 5, 4, generator=g)
+    losses = world_model_losses(model, z, target, batch, cfg, rows)
+    pred = model.predict_sequence(z, batch["action"]).detach()
+    enc = rows["next", "latent"]
+    w = torch.tensor(10.0)
+    term = 0.5 * (
+        F.binary_cross_entropy_with_logits(
+            model.termination_logits(pred),
+            batch["next", "terminated"].float()[..., 0],
+            pos_weight=w,
+        )
+        + F.binary_cross_entropy_with_logits(
+            model.termination_logits(enc), rows["next", "terminated"].float()[..., 0], pos_weight=w
+        )
+    )
+    reward = 0.5 * (
+        F.mse_loss(model.reward(pred), batch["next", "reward"][..., 0])
+        + F.mse_loss(model.reward(enc), rows["next", "reward"][..., 0])
+    )
+    fail = 0.5 * (
+        F.smooth_l1_loss(
+            model.failure_logits(pred), failure_target(batch["steps_to_termination"], cfg)
+        )
+        + F.smooth_l1_loss(
+            model.failure_logits(enc), failure_target(rows["steps_to_termination"], cfg)
+        )
+    )
+    torch.testing.assert_close(losses["termination"], term)
+    torch.testing.assert_close(losses["reward"], reward)
+    torch.testing.assert_close(losses["failure"], fail)
+
+
+@pytest.mark.slow
+def test_compiled_world_model_losses_equal_eager():
+    """`compile on`: the cached-latent loop's losses through torch.compile give the eager losses
+    and gradients (float tolerance) on a tiny model."""
+    from vjepa_agent.train.world_model import _cached_losses, _loss_inputs
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    cfg = WorldModelConfig(predictor_dim=32, predictor_depth=1, failure_weight=0.5, compile="on")
+    model = WorldModel(cfg, state_spec())
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    batch, rows = _loss_batch(4, 5, g), _loss_batch(20, 1, g).reshape(20)
+    z, target = torch.randn(4, 5, 4, generator=g), torch.randn(4, 5, 4, generator=g)
+    results = []
+    for compiled in (False, True):
+        model.zero_grad()
+        fn = _cached_losses(model, cfg, compiled=compiled)
+        losses = fn(z, target, _loss_inputs(batch), _loss_inputs(rows))
+        losses["loss"].backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append(({k: v.detach() for k, v in losses.items()}, grads))
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    for k in ("loss", "teacher_forcing", "rollout", "termination", "reward", "failure"):
+        torch.testing.assert_close(compiled[k], eager[k], atol=1e-5, rtol=1e-4)
+    assert len(compiled_grads) == len(eager_grads) > 0
+    for a, b in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_failure_head_old_folders_and_objective(tmp_path):
     from vjepa_agent.agent import LatentObjective
 

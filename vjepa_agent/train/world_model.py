@@ -762,6 +762,7 @@ def _cached_loop(
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     modules = {"model": model}
+    loss_fn = _cached_losses(model, cfg, compiled=_compiles(cfg, cfg.steps - start_step))
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
@@ -782,7 +783,7 @@ def _cached_loop(
             z, target = batch["latent"], batch["next", "latent"]
             pick = torch.randint(len(train_rows), (cfg.batch_size * cfg.seq_len,), generator=gen)
             head_rows = cache[train_rows[pick]].to(device)
-            losses = world_model_losses(model, z, target, batch, cfg, head_rows)
+            losses = loss_fn(z, target, _loss_inputs(batch), _loss_inputs(head_rows))
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
@@ -799,6 +800,53 @@ def _cached_loop(
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tf=f"{row['teacher_forcing']:.4f}")
             _maybe_checkpoint(cfg, out, step + 1, modules, optimizer, {"batches": gen}, history)
     return time.perf_counter() - start
+
+
+LOSS_INPUTS = ("action", ("next", "terminated"), ("next", "reward"), "steps_to_termination")
+
+
+def _loss_inputs(td: TensorDict) -> dict:
+    """The entries `world_model_losses` reads, as a plain dict (what torch.compile traces)."""
+    keys = LOSS_INPUTS + ((("next", "latent"),) if ("next", "latent") in td.keys(True) else ())
+    return {k: td[k] for k in keys}
+
+
+def _compiles(cfg: WorldModelConfig, steps: int) -> bool:
+    return cfg.compile == "on" or (cfg.compile == "auto" and steps >= 2000)
+
+
+def _cached_losses(model: WorldModel, cfg: WorldModelConfig, compiled: bool):
+    """`world_model_losses` of the cached-latent loop as (z, target, batch, head_rows) -> losses,
+    through torch.compile when `compiled`. A compilation that fails (no C++ compiler, say)
+    warns once and the loop goes on eager: the same losses, slower."""
+
+    def losses(z, target, batch, head_rows):
+        return world_model_losses(model, z, target, batch, cfg, head_rows)
+
+    if not compiled:
+        return losses
+    compiled_losses = torch.compile(losses, dynamic=False)
+    state = {"fn": None}
+
+    def call(*args):
+        if state["fn"] is not None:
+            return state["fn"](*args)
+        try:
+            out = compiled_losses(*args)
+            state["fn"] = compiled_losses
+            return out
+        except Exception as e:  # noqa: BLE001 - any backend failure: eager is always right
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            logging.getLogger(__name__).warning(
+                "torch.compile of the world-model losses failed (%s: %s); training eager "
+                "(--compile off skips the attempt)",
+                type(e).__name__,
+                first_line,
+            )
+            state["fn"] = losses
+            return losses(*args)
+
+    return call
 
 
 def _finish(
