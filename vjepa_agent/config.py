@@ -500,12 +500,13 @@ class WorldModelConfig:
     """Peak learning rate (cosine decay after 5% warmup)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    compile: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["on", "off"] = "off"
     """torch.compile the losses of the cached-latent loop (the fixed encoders, and a learned
-    encoder's frozen phase): the step's many small ops fused, for a compilation of a few seconds
-    when the loop starts (more on a cold cache; eager again, with a warning, where compiling
-    fails). auto: on for loops of at least 2000 steps (a first compilation on a cold cache
-    took about a minute on 2 CPU cores)."""
+    encoder's frozen phase): the step's many small ops fused, about half the time of a step on
+    CPU once compiled, for a compilation when the loop starts that takes seconds on a warm cache
+    and minutes on a cold one on 2 CPU cores (docs/experiments.md); eager again, with a warning,
+    where compiling fails. The CartPole learned-encoder preset turns it on (five loops of 3000
+    steps)."""
     holdout: float = 0.1
     """Fraction of episodes held out for evaluation."""
     eval_horizon: int = 10

@@ -70,6 +70,8 @@ _CARTPOLE = dict(
             # more: 3000 cheap steps on the frozen encoder's cached latents, a wider predictor
             frozen_steps=3000,
             predictor_dim=128,
+            # the frozen phase and every round's: one compilation, then about half the step
+            compile="on",
         ),
         "state": {},
     },

@@ -762,7 +762,7 @@ def _cached_loop(
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
     train_rows = store.episode_indices(torch.as_tensor(train_ids))
     modules = {"model": model}
-    loss_fn = _cached_losses(model, cfg, compiled=_compiles(cfg, cfg.steps - start_step))
+    loss_fn = _cached_losses(model, cfg, compiled=cfg.compile == "on")
     # Cached latents on CPU: a step is a few small matmuls, which a second thread only slows down,
     # badly beside another busy process (state model, 300 steps next to a one-thread job: 3.6 s
     # with one thread, 151 s with two); a learned encoder keeps the threads.
@@ -809,10 +809,6 @@ def _loss_inputs(td: TensorDict) -> dict:
     """The entries `world_model_losses` reads, as a plain dict (what torch.compile traces)."""
     keys = LOSS_INPUTS + ((("next", "latent"),) if ("next", "latent") in td.keys(True) else ())
     return {k: td[k] for k in keys}
-
-
-def _compiles(cfg: WorldModelConfig, steps: int) -> bool:
-    return cfg.compile == "on" or (cfg.compile == "auto" and steps >= 2000)
 
 
 def _cached_losses(model: WorldModel, cfg: WorldModelConfig, compiled: bool):
