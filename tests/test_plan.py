@@ -433,6 +433,31 @@ def test_objective_on_distinct_imagined_latents_equals_it_on_every_step():
         torch.testing.assert_close(nodes[index], wm.rollout(z_each, acts, plain=True))
 
 
+def test_bench_plan_times_both_conditions_and_both_model_calls(tmp_path, run_script):
+    """vjepa-bench-plan on a saved model: both conditions, the time split, and the library's
+    model call against the plain one on the same recorded inputs (equal costs)."""
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(predictor_dim=32, predictor_depth=1), STATE_SPEC)
+    for p in wm.predictor.parameters():  # a predictor that moves the latent
+        p.data.normal_(0, 0.2)
+    wm.save_pretrained(tmp_path / "model")
+    out = tmp_path / "bench"
+    args = ["--model", tmp_path / "model", "--obs", "state", "--episodes", "1"]
+    run_script("bench_plan.py", *args, "--max-episode-steps", "6", "--out", out)
+    s = json.loads((out / "summary.json").read_text())
+    for condition in ("quiet", "contended"):
+        c = s[condition]
+        assert c["decisions"] == 6 and c["ms_per_action"] > 0
+        assert c["model_call_ms_library"] > 0 and c["model_call_ms_plain"] > 0
+        assert (
+            c["imagined_latents_per_call"] < c["imagined_steps_per_call"] == 128 * 10
+        )  # the preset: 128 samples of 10 steps
+        assert c["max_abs_cost_diff_library_vs_plain"] < 1e-3
+    assert s["replayed_calls"] == 12  # the warm-up episode's and the timed one's decisions
+    proc = run_script("bench_plan.py", "--obs", "state", check=False)
+    assert proc.returncode == 2 and "needs --model" in proc.stderr
+
+
 def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
     """out/data from other flags (start spread, seed, size) is refused with one line, untouched."""
     from vjepa_agent.config import PlanConfig

@@ -169,9 +169,11 @@ def bench_plan(cfg, episodes: int = 2, max_steps: int = 200, calls: int = 200) -
     rollout_nodes = wm.rollout_nodes
 
     def recording(z, actions):
-        if len(recorded) < calls:
+        if len(recorded) < calls and not contended_run:
             recorded.append((z.clone(), actions.clone()))
         return rollout_nodes(z, actions)
+
+    contended_run = False  # the quiet condition's calls are recorded; both replay them
 
     def condition() -> dict[str, Any]:
         agent = control.make_agent(cfg, wm, env)
@@ -215,6 +217,7 @@ def bench_plan(cfg, episodes: int = 2, max_steps: int = 200, calls: int = 200) -
     wm.rollout_nodes = recording  # the agent's calls are recorded, then replayed
     with torch_threads(1):
         quiet = condition()
+        contended_run = True
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             contended = condition()

@@ -5,40 +5,33 @@ library's model call (rollout and objective) against the plain one on the same i
     vjepa-bench-plan --model runs/plan-CartPole-v1-pixels/model
     vjepa-bench-plan --model runs/plan-CartPole-v1-state/model --obs state
 
-The model is any plan.py or train_world_model.py output folder; the planner is plan.py's preset
-for the env. Writes summary.json into --out.
+The flags are plan.py's (the planner is the env's preset unless flags say otherwise); here
+--episodes are the timed episodes of each condition (default 2) and --max-episode-steps caps
+them (default 200). Writes summary.json into --out (default runs/bench-plan).
 """
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
-from vjepa_agent.errors import cli_entry
+from vjepa_agent.cli import parse
+from vjepa_agent.config import PlanConfig
+from vjepa_agent.errors import UserError, cli_entry
+
+CALLS = 200  # recorded planner calls replayed through both model-call paths
 
 
 @cli_entry
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="a trained world-model folder")
-    parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--obs", choices=["pixels", "state"], default="pixels")
-    parser.add_argument("--episodes", type=int, default=2, help="timed episodes per condition")
-    parser.add_argument("--max-steps", type=int, default=200, help="decisions per episode at most")
-    parser.add_argument("--calls", type=int, default=200, help="recorded rollouts replayed")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/bench-plan")
-    args = parser.parse_args()
-
+    # the benchmark's defaults first: the command line overrides them
+    defaults = ["--episodes", "2", "--max-episode-steps", "200", "--out", "runs/bench-plan"]
+    cfg = parse(PlanConfig, __doc__, defaults + sys.argv[1:])
+    if cfg.model is None:
+        raise UserError("vjepa-bench-plan needs --model: a trained world-model folder")
     from vjepa_agent.bench import bench_plan  # torch loads here, after the flags are read
-    from vjepa_agent.config import PlanConfig
 
-    cfg = PlanConfig(
-        env=args.env, obs=args.obs, model=Path(args.model), seed=args.seed, out=args.out
-    )
-    summary = bench_plan(cfg, args.episodes, args.max_steps, args.calls)
-    out = Path(args.out)
+    summary = bench_plan(cfg, cfg.episodes, cfg.max_episode_steps, CALLS)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     q, c = summary["quiet"], summary["contended"]
