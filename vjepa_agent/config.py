@@ -505,8 +505,8 @@ class WorldModelConfig:
     encoder's frozen phase): the step's many small ops fused, about half the time of a step on
     CPU once compiled, for a compilation when the loop starts that takes seconds on a warm cache
     and minutes on a cold one on 2 CPU cores (docs/experiments.md); eager again, with a warning,
-    where compiling fails. The CartPole learned-encoder preset turns it on (five loops of 3000
-    steps)."""
+    where compiling fails. The CartPole learned-encoder preset turns it on (a loop of 3000 steps
+    for its frozen phase and one per on-policy round)."""
     holdout: float = 0.1
     """Fraction of episodes held out for evaluation."""
     eval_horizon: int = 10
