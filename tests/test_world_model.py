@@ -404,8 +404,8 @@ def _loss_batch(b: int, t: int, generator: torch.Generator):
 
 
 def test_world_model_losses_heads_equal_the_terms_written_out():
-    """The heads run once on the predicted and the encoded rows together; each head loss is still
-    the mean of its loss on the predictions and its loss on the encoded transitions."""
+    """Each head loss is the mean of its loss on the (detached) predictions and its loss on the
+    encoded transitions drawn for the heads, written out here term by term."""
     import torch.nn.functional as F
 
     from vjepa_agent.train.world_model import failure_target, world_model_losses

@@ -554,7 +554,7 @@ class WorldModel(nn.Module):
             keys, node = torch.unique(
                 node * n_actions + a[:, k].long() - offset, return_inverse=True
             )
-            feats = F.one_hot(keys % n_actions, n_actions).float()  # (U, A)
+            feats = self.action_features(keys % n_actions + offset)  # (U, A)
             latents = step(latents[keys // n_actions], feats)
             nodes.append(latents)
             index.append(node + first)
