@@ -270,36 +270,6 @@ def test_plan_pixels_default_learns_on_object_moments_from_spread_starts(tmp_pat
     assert WorldModel.from_pretrained(out / "model").cfg.pixel_encoder == "vit"
 
 
-def test_planner_settings_come_from_env_presets_unless_given():
-    from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import planner_config
-
-    resolved = lambda **kw: planner_config(PlanConfig(**kw))  # noqa: E731
-    c = resolved(env="CartPole-v1")
-    assert (c.samples, c.elites, c.iterations, c.horizon) == (128, 8, 1, 10)
-    c = resolved(env="CartPole-v1", obs="state")
-    assert (c.samples, c.elites, c.iterations) == (128, 8, 1)
-    c = resolved(env="CartPole-v1", samples=16, elites=2, iterations=2, horizon=4)
-    assert (c.samples, c.elites, c.iterations, c.horizon) == (16, 2, 2, 4)
-    assert resolved(env="Pendulum-v1").iterations == 3
-
-
-def test_learned_encoders_take_their_own_step_presets_unless_given():
-    from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import learned_options, rounds, steps_preset
-
-    steps = lambda key, **kw: steps_preset(PlanConfig(**kw), key)  # noqa: E731
-    jepa = dict(env="CartPole-v1", pixel_encoder="jepa")
-    assert (steps("collect_steps", **jepa), steps("train_steps", **jepa)) == (20000, 1800)
-    assert (steps("collect_steps", env="CartPole-v1"), steps("train_steps")) == (10000, 3000)
-    assert steps("train_steps", **jepa, train_steps=5) == 5
-    assert steps("train_steps", env="Pendulum-v1", pixel_encoder="jepa") == 2000  # none of its own
-    assert learned_options(PlanConfig(**jepa))["frozen_steps"] == 3000
-    assert learned_options(PlanConfig(**jepa, frozen_steps=0))["frozen_steps"] == 0
-    assert rounds(PlanConfig(**jepa)) == 2 and rounds(PlanConfig(**jepa, rounds=3)) == 3
-    assert rounds(PlanConfig(env="CartPole-v1")) == 0  # the moments preset
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["jepa", "reconstruction"])
 def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):

@@ -43,17 +43,6 @@ def test_whole_state_spread_draws_every_component():
     assert set(ranges) == {0, 1, 2, 3}
 
 
-def test_plan_spreads_the_whole_state_for_learned_encoders_only():
-    from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import start_spread
-
-    assert start_spread(PlanConfig(env="CartPole-v1", pixel_encoder="jepa")) == "state"
-    assert start_spread(PlanConfig(env="CartPole-v1", pixel_encoder="reconstruction")) == "state"
-    assert start_spread(PlanConfig(env="CartPole-v1")) == "position"  # the moments' preset
-    chosen = PlanConfig(env="CartPole-v1", pixel_encoder="jepa", start_spread="position")
-    assert start_spread(chosen) == "position"
-
-
 def test_collect_script_spreads_the_whole_state(tmp_path, run_script):
     args = ["--env", "CartPole-v1", "--obs", "state", "--steps", "40", "--exploring-starts"]
     run_script("collect_rollouts.py", *args, "--start-spread", "state", "--out", tmp_path / "d")

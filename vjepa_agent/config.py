@@ -617,8 +617,8 @@ class CollectConfig:
     """Parallel (vectorised) envs."""
     seed: int = 0
     """Seed of the random policy and the env resets."""
-    size: int = 64
-    """Frame side in pixels."""
+    size: int | tuple[int, int] = 64
+    """Frame side in pixels, or (height, width)."""
     frame_stack: int = 4
     """Consecutive frames per observation: 2 = one tubelet, so velocity is visible; 4 (default) =
     two tubelets, which also show how the velocity changed (docs/experiments.md)."""
@@ -664,17 +664,97 @@ class PlannerConfig:
 
 
 @dataclass
-class PlanConfig(PlannerConfig):
-    """`scripts/plan.py`: collect, train a world model (or load one), plan in latent space, report."""
+class ObjectiveConfig:
+    """The planner's cost of imagined trajectories (`agent.LatentObjective`'s weights), and the
+    state whose rendering is the default goal."""
 
-    samples: int | None = None
-    """Candidate sequences S per iteration (None = the env preset: 64; CartPole 128)."""
-    elites: int | None = None
-    """Elites refitting the sampling distribution (None = the env preset: 8)."""
-    iterations: int | None = None
-    """Planner iterations per decision (None = the env preset: 3; CartPole 1, where a decision's
-    time goes into the predictor's per-step calls, so one wide iteration is cheaper than three
-    narrow ones: docs/experiments.md)."""
+    goal_weight: float = 0.0
+    """Weight of the distance to the goal latent."""
+    termination_penalty: float = 0.0
+    """Extra cost of predicted termination."""
+    termination_logit_weight: float = 0.0
+    """Weight of the termination head's logits summed over the horizon, a smooth distance to
+    failure."""
+    failure_logit_weight: float = 0.0
+    """Weight of the failure head's logits summed over the horizon, about minus the predicted steps
+    left before failure (needs a model trained with a failure head)."""
+    reward_weight: float = 1.0
+    """Weight of the predicted rewards."""
+    goal_state: list[float] | None = None
+    """A state whose rendering (pixels) or normalised vector (state) is the goal latent, used when
+    goal_weight is not 0 (CartPole: the pole upright over the centre)."""
+    goal_state_weights: list[float] | None = None
+    """State mode: per-component weights of the goal distance, in the state's own units."""
+
+
+@dataclass
+class Recipe:
+    """Everything `plan.py` collects, trains and plans with for one env and observation mode: the
+    existing configs, composed. The shipped recipes are `configs/recipes/*.yaml`
+    (`vjepa_agent.recipes`); a run saves the one it resolved as `recipe.yaml`."""
+
+    collect: CollectConfig = field(default_factory=lambda: CollectConfig())
+    """The random-policy data (its env, out, obs, seed and num_envs come from the run)."""
+    world_model: WorldModelConfig = field(default_factory=lambda: WorldModelConfig())
+    """The world model (its data, out, seed and tracker come from the run)."""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """The planner's cost."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """The planner and its settings."""
+    rounds: int = 0
+    """jepa / reconstruction: rounds of on-policy data after the first model. In each, the MPC agent
+    of the model so far collects round_steps steps from the env's own starts into the run's data,
+    and a new predictor and heads train on the frozen encoder over all of it."""
+    round_steps: int = 10000
+    """Environment steps each on-policy round collects."""
+
+
+# plan.py's shortcut flags: each one, when given, overrides the recipe field it names
+PLAN_SHORTCUTS: dict[str, str] = {
+    **{
+        f: f"planner.{f}"
+        for f in (
+            "planner",
+            "horizon",
+            "samples",
+            "elites",
+            "iterations",
+            "temperature",
+            "momentum",
+            "replan_every",
+        )
+    },
+    **{
+        f: f"objective.{f}"
+        for f in (
+            "goal_weight",
+            "termination_penalty",
+            "termination_logit_weight",
+            "reward_weight",
+            "failure_logit_weight",
+        )
+    },
+    "collect_steps": "collect.steps",
+    "frame_stack": "collect.frame_stack",
+    "sticky_actions": "collect.sticky_actions",
+    "exploring_starts": "collect.exploring_starts",
+    "start_spread": "collect.start_spread",
+    "train_steps": "world_model.steps",
+    "frozen_steps": "world_model.frozen_steps",
+    "pixel_encoder": "world_model.pixel_encoder",
+    "rounds": "rounds",
+    "round_steps": "round_steps",
+}
+
+
+@dataclass
+class PlanConfig:
+    """`scripts/plan.py`: collect, train a world model (or load one), plan in latent space, report.
+
+    What to collect, train and plan with is the env's recipe (`configs/recipes/`, a typed `Recipe`
+    per env and observation mode). Every recipe value can be changed with `--set`; the flags from
+    --planner on are shortcuts for the most used ones (None = the recipe's value)."""
+
     env: str = "CartPole-v1"
     """Gymnasium env id."""
     obs: Literal["pixels", "state"] = "pixels"
@@ -686,58 +766,73 @@ class PlanConfig(PlannerConfig):
     seed: int = 0
     """Seed of collection, training and planning."""
     out: Path | None = None
-    """Run folder (default runs/plan-<env>-<obs>)."""
+    """Run folder (default runs/plan-<env>-<obs>); the resolved recipe is saved as recipe.yaml."""
     goal: bool = False
     """Plan toward the env's goal image (envs that expose one, e.g. vjepa_agent/PointGoal-v0)."""
-    goal_weight: float | None = None
-    """Weight of the goal-latent distance (None = the env preset)."""
-    termination_penalty: float | None = None
-    """Extra cost of predicted termination (None = the env preset)."""
-    termination_logit_weight: float | None = None
-    """Weight of the summed termination logits, a smooth distance to failure (None = the env preset)."""
-    reward_weight: float | None = None
-    """Weight of the predicted rewards (None = the env preset)."""
-    failure_logit_weight: float | None = None
-    """Weight of the failure head's logits summed over the horizon, about minus the predicted steps
-    left before failure (None = the env preset; needs a model trained with a failure head)."""
-    collect_steps: int | None = None
-    """Random-policy environment steps for training (None = the env preset)."""
-    frame_stack: int | None = None
-    """Pixels: consecutive frames per observation (None = the env preset; with --model, the
-    model's own)."""
-    train_steps: int | None = None
-    """World-model optimizer steps (None = the env preset; for jepa and reconstruction, the
-    steps that train the encoder)."""
-    rounds: int | None = None
-    """jepa / reconstruction: rounds of on-policy data after the first model. In each, the MPC
-    agent of the model so far collects round_steps steps from the env's own starts into the run's
-    data, and a new predictor and heads train on the frozen encoder over all of it (None = the env
-    preset; CartPole 2, 0 elsewhere)."""
-    round_steps: int = 10000
-    """Environment steps each on-policy round collects."""
+    recipe: Path | None = None
+    """A recipe YAML (for example a run's recipe.yaml) applied over the env's shipped one."""
+    set: list[str] = field(default_factory=list)
+    """Recipe values, `section.field=value` (YAML values), applied after --recipe:
+    `--set world_model.lr=3e-4 planner.horizon=20 rounds=4`."""
     tracker: Tracker = "tensorboard"
     """Where the world model's training logs go besides its metrics.jsonl (WorldModelConfig.tracker:
     tensorboard, wandb or none)."""
-    frozen_steps: int | None = None
-    """jepa / reconstruction: WorldModelConfig.frozen_steps, predictor and heads trained on the
-    frozen encoder's cached latents after train_steps (None = the env preset; CartPole 3000)."""
-    pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] | None = None
-    """Pixels: the world model's encoder, WorldModelConfig.pixel_encoder (None = the env preset:
-    moments for CartPole, vit elsewhere). jepa and reconstruction collect frames in the env
-    preset's `learned_frames` format (CartPole: 16 x 256 grey)."""
-    sticky_actions: float = 0.0
-    """The random-policy data's `CollectConfig.sticky_actions`."""
-    exploring_starts: bool | None = None
-    """Collection episodes start with some state components drawn uniformly, for envs with
-    ranges in vjepa_agent.envs.starts.DEFAULT_START_RANGES (CartPole: the cart anywhere within
-    1.5 m of the centre); evaluation episodes always start from the env's own resets. None = the env preset (on for CartPole pixels); `--exploring-starts False` turns it off."""
-    start_spread: Literal["position", "state"] | None = None
-    """With exploring starts, `CollectConfig.start_spread` (None = the env preset: state for the
-    learned encoders, position otherwise)."""
     max_episode_steps: int | None = None
     """Cap on evaluation episode length (None = the env's own limit)."""
     video: bool = True
     """Write an mp4 of the first evaluation episode."""
+    planner: Literal["auto", "cem", "mppi", "categorical_cem"] | None = None
+    """planner.planner: auto = categorical_cem for discrete actions, cem for continuous ones."""
+    horizon: int | None = None
+    """planner.horizon: planning horizon H."""
+    samples: int | None = None
+    """planner.samples: candidate sequences S per iteration."""
+    elites: int | None = None
+    """planner.elites: elites refitting the sampling distribution."""
+    iterations: int | None = None
+    """planner.iterations: planner iterations per decision."""
+    temperature: float | None = None
+    """planner.temperature: MPPI temperature."""
+    momentum: float | None = None
+    """planner.momentum: weight of the previous distribution in each refit."""
+    replan_every: int | None = None
+    """planner.replan_every: actions executed from each plan before replanning."""
+    goal_weight: float | None = None
+    """objective.goal_weight: weight of the goal-latent distance."""
+    termination_penalty: float | None = None
+    """objective.termination_penalty: extra cost of predicted termination."""
+    termination_logit_weight: float | None = None
+    """objective.termination_logit_weight: weight of the summed termination logits."""
+    reward_weight: float | None = None
+    """objective.reward_weight: weight of the predicted rewards."""
+    failure_logit_weight: float | None = None
+    """objective.failure_logit_weight: weight of the failure head's summed logits."""
+    collect_steps: int | None = None
+    """collect.steps: random-policy environment steps for training."""
+    frame_stack: int | None = None
+    """collect.frame_stack: pixels, consecutive frames per observation (with --model, the model's
+    own)."""
+    sticky_actions: float | None = None
+    """collect.sticky_actions: the random policy repeats its previous action with this probability."""
+    exploring_starts: bool | None = None
+    """collect.exploring_starts: collection episodes start with some state components drawn
+    uniformly (vjepa_agent.envs.starts); evaluation episodes always start from the env's own
+    resets. `--exploring-starts False` turns it off."""
+    start_spread: Literal["position", "state"] | None = None
+    """collect.start_spread: with exploring starts, which components spread."""
+    train_steps: int | None = None
+    """world_model.steps: world-model optimizer steps (for jepa and reconstruction, the steps that
+    train the encoder)."""
+    frozen_steps: int | None = None
+    """world_model.frozen_steps: jepa / reconstruction, predictor and heads trained on the frozen
+    encoder's cached latents after train_steps."""
+    pixel_encoder: Literal["vit", "moments", "jepa", "reconstruction"] | None = None
+    """world_model.pixel_encoder: pixels, the world model's encoder. It also picks the recipe: jepa
+    and reconstruction take the env's `learned` section (frames, steps, losses, rounds)."""
+    rounds: int | None = None
+    """rounds: jepa / reconstruction, rounds of on-policy data after the first model."""
+    round_steps: int | None = None
+    """round_steps: environment steps each on-policy round collects."""
 
 
 @dataclass
