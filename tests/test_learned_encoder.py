@@ -267,3 +267,32 @@ def test_two_process_training_keeps_identical_weights_on_both_ranks(
     assert summary["world_size"] == 2
     a, b = summary["rank_weight_sums"]
     assert a == b
+
+
+def test_random_shift_moves_each_stack_whole_and_repeats_the_edges():
+    from vjepa_agent.train.world_model import random_shift
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 255, (6, 5, 1, 3, 8, 16), dtype=torch.uint8, generator=g)
+    assert torch.equal(random_shift(frames, (0, 0), g), frames)
+    out = random_shift(frames, (2, 4), g)
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    moved = 0
+    for b in range(6):
+        for k in range(5):
+            x, y = frames[b, k], out[b, k]  # (C, T, H, W)
+            # find the offset that explains this stack: every frame of it moved by the same one
+            fits = [
+                (dy, dx)
+                for dy in range(-2, 3)
+                for dx in range(-4, 5)
+                if torch.equal(
+                    y,
+                    x[..., (torch.arange(8) + dy).clamp(0, 7), :][
+                        ..., (torch.arange(16) + dx).clamp(0, 15)
+                    ],
+                )
+            ]
+            assert len(fits) == 1, (b, k)
+            moved += fits[0] != (0, 0)
+    assert moved >= 20  # nearly every one of the 30 stacks draws its own offset

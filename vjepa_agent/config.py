@@ -415,6 +415,13 @@ class WorldModelConfig:
     rollout_discount: float = 0.5
     """jepa / reconstruction: weight rho ** k of the k-th imagined step in the rollout and head
     losses (TD-MPC2's rho)."""
+    random_shift: tuple[int, int] = (0, 0)
+    """jepa / reconstruction: while the encoder trains, every observation of a window is shifted
+    by up to (rows, columns) pixels, each by its own draw, the edges replicated (DrQ's and TD-MPC2's
+    augmentation; TD-MPC2 pads 4 px on 64 px). An observation and the targets after it then sit at
+    unrelated offsets, so features of where an edge falls on the patch grid, which a patch
+    embedding makes and which say nothing of the state, stop being predictable. Held-out
+    evaluation, the frozen phase and planning see the frames as they are."""
     latent: Literal["compact", "tokens"] = "compact"
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64
@@ -537,6 +544,10 @@ class WorldModelConfig:
             f"encoder_from starts a learned encoder (jepa, reconstruction), not {self.pixel_encoder}",
         )
         require(self.frozen_steps >= 0, f"frozen_steps must be >= 0, got {self.frozen_steps}")
+        require(
+            len(self.random_shift) == 2 and min(self.random_shift) >= 0,
+            f"random_shift must be two pixel counts >= 0 (rows, columns), got {self.random_shift}",
+        )
         require(
             self.frozen_batch_size >= 1,
             f"frozen_batch_size must be >= 1, got {self.frozen_batch_size}",

@@ -225,6 +225,23 @@ def anti_collapse_terms(
     return out
 
 
+def random_shift(frames: torch.Tensor, shift: tuple[int, int], generator) -> torch.Tensor:
+    """Frames (..., C, T, H, W) with each leading index's stack moved by its own integer offset,
+    up to shift = (rows, columns) pixels either way, the edge pixels repeated beyond the border
+    (all T frames of a stack move together, so its motion is kept)."""
+    lead, (c, t, h, w) = frames.shape[:-4], frames.shape[-4:]
+    x = frames.reshape(-1, c, t, h, w)
+    n = x.shape[0]
+    for dim, size, limit in ((3, h, shift[0]), (4, w, shift[1])):
+        if limit:
+            offset = torch.randint(-limit, limit + 1, (n, 1), generator=generator).to(x.device)
+            index = (torch.arange(size, device=x.device) + offset).clamp(0, size - 1)  # (N, size)
+            shape = [n, 1, 1, 1, 1]
+            shape[dim] = size
+            x = x.gather(dim, index.view(shape).expand(x.shape))
+    return x.reshape(*lead, c, t, h, w)
+
+
 def learned_encoder_losses(
     model: WorldModel, target_encoder, batch: dict, cfg: WorldModelConfig, generator
 ) -> dict[str, torch.Tensor]:
@@ -245,6 +262,8 @@ def learned_encoder_losses(
     obs, actions = batch["obs"], batch["action"]
     b, k1 = obs.shape[:2]
     k = k1 - 1
+    if any(cfg.random_shift):
+        obs = random_shift(obs, cfg.random_shift, generator)
     # 1. student and target latents
     z = model.encode(obs, batch["prev_action"], batch["valid"])  # (B, K+1, Z+A)
     with torch.no_grad():
