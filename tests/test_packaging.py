@@ -42,7 +42,7 @@ def test_import_beside_a_folder_with_its_own_envs_package(tmp_path, installed, r
     (tmp_path / "envs").mkdir()
     (tmp_path / "envs" / "__init__.py").write_text("OWNER = 'the project'\n")
     code = ("" if installed else WITHOUT_INSTALL) + (
-        "import sys, gymnasium as gym, vjepa_agent.control, envs\n"
+        "import sys, gymnasium as gym, vjepa_agent.plan_run, envs\n"
         "assert envs.OWNER == 'the project', envs.__file__\n"
         "print(vjepa_agent.envs.__name__, gym.make(vjepa_agent.envs.POINT_GOAL_ID).spec.id)\n"
     )
@@ -139,11 +139,11 @@ def hide(monkeypatch, *modules: str) -> None:
 
 
 def test_plan_without_matplotlib_is_one_line_error_before_any_work(monkeypatch, capsys):
-    import vjepa_agent.control
+    import vjepa_agent.plan_run
     from vjepa_agent.cli import plan
 
     hide(monkeypatch, "matplotlib")
-    monkeypatch.setattr(vjepa_agent.control, "run_plan", lambda cfg: pytest.fail("it ran"))
+    monkeypatch.setattr(vjepa_agent.plan_run, "run_plan", lambda cfg: pytest.fail("it ran"))
     monkeypatch.setattr(sys, "argv", ["vjepa-plan", "--env", "CartPole-v1"])
     with pytest.raises(SystemExit) as exit_info:
         plan.main()
@@ -189,7 +189,7 @@ def test_the_wandb_tracker_logs_the_metrics_of_metrics_jsonl(monkeypatch, tmp_pa
     pytest.importorskip("wandb")
     from vjepa_agent import envs
     from vjepa_agent.config import PlanConfig, WorldModelConfig
-    from vjepa_agent.control import run_plan
+    from vjepa_agent.plan_run import run_plan
     from vjepa_agent.train.world_model import train_world_model
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -214,7 +214,7 @@ def test_the_wandb_tracker_logs_the_metrics_of_metrics_jsonl(monkeypatch, tmp_pa
 
 
 def test_compare_without_matplotlib_is_one_line_error(monkeypatch, tmp_path):
-    from vjepa_agent import compare
+    from vjepa_agent import objective_comparison as compare
 
     hide(monkeypatch, "matplotlib")
     monkeypatch.setattr(compare, "launch_jobs", lambda cfg, plan: pytest.fail("it ran"))

@@ -148,7 +148,7 @@ def test_plan_smoke_writes_summary_video_and_plot(tmp_path, run_script):
 
 def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
     from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import write_plot
+    from vjepa_agent.plan_run import write_plot
 
     cfg = PlanConfig(env="CartPole-v1", obs="state")
     fig = write_plot([30.0, 55.0, 41.0], [0.1, 0.2], tmp_path / "plan.png", cfg, 21.5)
@@ -200,7 +200,7 @@ def test_bad_input_is_one_line(tmp_path, args, message, run_script):
 def test_plan_refuses_a_model_of_frames_rendered_larger(tmp_path):
     """--model: frames rendered at a larger scale (an option this version dropped) are a one-line
     error; folders without a scale render as before, with the default crop."""
-    from vjepa_agent.control import check_inputs
+    from vjepa_agent.plan_run import check_inputs
 
     for scale in (2, None):
         spec = {"env_id": "CartPole-v1", "obs": "pixels"}
@@ -223,7 +223,7 @@ def test_plan_stacks_and_sizes_frames_as_the_model_did(tmp_path):
     """--model: frame stack, side, grayscale and crop come from the model, not the presets (a
     2-frame model fed the preset's 4-frame stacks would fail deep in the encoder)."""
     from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import check_inputs
+    from vjepa_agent.plan_run import check_inputs
 
     spec = {
         "env_id": "CartPole-v1",
@@ -319,7 +319,7 @@ def test_closed_loop_cartpole_from_state_balances_far_above_random(tmp_path):
     steps) hold the pole for the whole capped episode, where random actions last ~28 steps: a
     cost with a flipped sign, a planner that keeps the worst sequence, or a model that ignores
     the action falls far below this bar."""
-    from vjepa_agent.control import run_plan
+    from vjepa_agent.plan_run import run_plan
 
     cfg = PlanConfig(
         env="CartPole-v1",
@@ -431,7 +431,7 @@ def test_bench_plan_times_both_conditions_and_both_model_calls(tmp_path, run_scr
 def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
     """out/data from other flags (start spread, seed, size) is refused with one line, untouched."""
     from vjepa_agent.config import PlanConfig
-    from vjepa_agent.control import get_world_model
+    from vjepa_agent.plan_run import get_world_model
 
     data = tmp_path / "run" / "data"
     ranges = envs.starts.default_start_ranges("CartPole-v1", "position")

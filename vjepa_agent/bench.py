@@ -159,11 +159,11 @@ def bench_plan(cfg, episodes: int = 2, max_steps: int = 200, calls: int = 200) -
     import sys
     from pathlib import Path
 
-    from vjepa_agent import control
+    from vjepa_agent import plan_run
     from vjepa_agent.threads import torch_threads
 
-    env = control.check_inputs(cfg)
-    wm, _ = control.get_world_model(cfg, Path(cfg.out), env)
+    env = plan_run.check_inputs(cfg)
+    wm, _ = plan_run.get_world_model(cfg, Path(cfg.out), env)
     wm.eval()
     recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
     rollout_nodes = wm.rollout_nodes
@@ -175,14 +175,14 @@ def bench_plan(cfg, episodes: int = 2, max_steps: int = 200, calls: int = 200) -
         return rollout_nodes(z, actions)
 
     def condition() -> dict[str, Any]:
-        agent = control.make_agent(cfg, wm, env)
-        control.run_episode(agent, wm, env, cfg.seed + 99, record=False, max_steps=max_steps)
-        agent = control.make_agent(cfg, wm, env)  # fresh timings after the warm-up
+        agent = plan_run.make_agent(cfg, wm, env)
+        plan_run.run_episode(agent, wm, env, cfg.seed + 99, record=False, max_steps=max_steps)
+        agent = plan_run.make_agent(cfg, wm, env)  # fresh timings after the warm-up
         returns = []
         for i in range(episodes):
             agent.reseed(cfg.seed + i)
-            ret, *_ = control.run_episode(
-                agent, wm, env, cfg.seed + control.EVAL_SEED_OFFSET + i, False, max_steps
+            ret, *_ = plan_run.run_episode(
+                agent, wm, env, cfg.seed + plan_run.EVAL_SEED_OFFSET + i, False, max_steps
             )
             returns.append(ret)
         objective = agent.objective

@@ -849,7 +849,7 @@ class PlanConfig:
 @dataclass
 class DiagnoseConfig:
     """`scripts/diagnose_pixel_model.py`: how much of the true state a pixel world model's latents
-    hold, on its data and in closed loop (see vjepa_agent/diagnostics.py)."""
+    hold, on its data and in closed loop (see vjepa_agent/latent_diagnostics.py)."""
 
     model: Path = Path("runs/plan-CartPole-v1-pixels/model")
     """Pixel world-model folder."""

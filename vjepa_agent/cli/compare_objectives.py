@@ -21,7 +21,9 @@ from vjepa_agent.errors import cli_entry
 @cli_entry
 def main():
     cfg = parse(CompareConfig, __doc__)
-    from vjepa_agent.compare import run_compare  # torch loads here, after the flags are read
+    from vjepa_agent.objective_comparison import (
+        run_compare,  # torch loads here, after the flags are read
+    )
 
     run_compare(cfg)
 

@@ -21,7 +21,9 @@ from vjepa_agent.errors import cli_entry
 @cli_entry
 def main():
     cfg = parse(DiagnoseConfig, __doc__)
-    from vjepa_agent.diagnostics import run_diagnose  # torch loads here, after the flags are read
+    from vjepa_agent.latent_diagnostics import (
+        run_diagnose,  # torch loads here, after the flags are read
+    )
 
     print(json.dumps(run_diagnose(cfg), indent=1))
 

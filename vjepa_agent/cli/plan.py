@@ -20,7 +20,7 @@ def main():
     cfg = parse(PlanConfig, __doc__)
     # run_plan checks this too (for library callers); here it comes before torch loads
     require_extra("matplotlib", "viz", "the plan plots its returns (plan.png)")
-    from vjepa_agent.control import run_plan  # torch loads here, after the flags are read
+    from vjepa_agent.plan_run import run_plan  # torch loads here, after the flags are read
 
     summary = run_plan(cfg)
     for key in ("mean_return", "min_return", "env_steps_trained", "train_seconds", "ms_per_action"):

@@ -7,8 +7,8 @@ import torch
 
 from vjepa_agent import envs
 from vjepa_agent.config import DiagnoseConfig, WorldModelConfig
-from vjepa_agent.diagnostics import POSITION_BINS, fit_state_probe, run_diagnose
 from vjepa_agent.errors import UserError
+from vjepa_agent.latent_diagnostics import POSITION_BINS, fit_state_probe, run_diagnose
 from vjepa_agent.train.world_model import train_world_model
 
 

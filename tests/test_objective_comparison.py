@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vjepa_agent.compare import (
+from vjepa_agent.config import PretrainConfig, from_yaml
+from vjepa_agent.errors import UserError
+from vjepa_agent.objective_comparison import (
     CompareConfig,
     objective_table,
     objective_verdict,
@@ -16,8 +18,6 @@ from vjepa_agent.compare import (
     run_config,
     variants,
 )
-from vjepa_agent.config import PretrainConfig, from_yaml
-from vjepa_agent.errors import UserError
 
 TINY = [
     "--budget", "0.01", "--probe-epochs", "2",

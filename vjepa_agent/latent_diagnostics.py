@@ -175,14 +175,14 @@ def action_effect(
 
 def closed_loop_setup(cfg: DiagnoseConfig, wm: WorldModel):
     """The state model's MPC agent and the pixel env the diagnosed model saw, built once."""
-    from vjepa_agent import control
+    from vjepa_agent import plan_run
 
     env_id = wm.env["env_id"]
     scfg = PlanConfig(env=env_id, obs="state", model=cfg.state_model, seed=cfg.seed)
-    agent = control.make_agent(
-        scfg, WorldModel.from_pretrained(cfg.state_model), control.check_inputs(scfg)
+    agent = plan_run.make_agent(
+        scfg, WorldModel.from_pretrained(cfg.state_model), plan_run.check_inputs(scfg)
     )
-    return agent, control.check_inputs(PlanConfig(env=env_id, obs="pixels", model=cfg.model))
+    return agent, plan_run.check_inputs(PlanConfig(env=env_id, obs="pixels", model=cfg.model))
 
 
 def closed_loop(
@@ -191,7 +191,7 @@ def closed_loop(
     """The state model's planner (`setup` = `closed_loop_setup(...)`) acting on probe-read states
     (noise None) or on true states plus independent Gaussian noise of std `noise` per dimension;
     returns, RMS errors by |state[0]|."""
-    from vjepa_agent.control import EVAL_SEED_OFFSET
+    from vjepa_agent.plan_run import EVAL_SEED_OFFSET
 
     agent, env = setup
     rng = np.random.default_rng(cfg.seed)

@@ -222,7 +222,7 @@ def launch_jobs(cfg: CompareConfig, plan: list[tuple[Variant, float, int]]) -> l
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    code = "import sys; from vjepa_agent.compare import _job_main; _job_main(*sys.argv[1:])"
+    code = "import sys; from vjepa_agent.objective_comparison import _job_main; _job_main(*sys.argv[1:])"
 
     def one(job: tuple[Variant, float, int]) -> dict[str, Any]:
         variant, noise, seed = job
