@@ -6,7 +6,9 @@ Two loops, by the encoder:
   teacher forcing plus a multi-step rollout loss, as V-JEPA 2-AC trains its predictor;
 - learned pixel encoders (jepa, reconstruction): `_train_learned_encoder` trains the ViT with the
   predictor and heads (`learned_encoder_losses`: targets from the encoder under stop-gradient or
-  an EMA copy, anti-collapse terms or a pixel decoder), under Accelerate on one or many processes.
+  an EMA copy, anti-collapse terms or a pixel decoder), under Accelerate on one or many processes;
+  then, with `frozen_steps`, the encoder is frozen and a fresh predictor and heads train on its
+  cached latents in the first loop (`encoder_from` starts there from a trained model's encoder).
 `evaluate` and `state_readout` measure either kind on held-out episodes.
 """
 
