@@ -59,6 +59,12 @@ def test_diagnose_writes_probe_and_closed_loop_errors(models, tmp_path):
     # action effect: k steps of push-right minus push-left; CartPole's physics (explicit Euler,
     # force 10 N) turns the pole back by about 0.0117 rad after 2 steps and 0.0703 after 4, moves
     # the cart right, and does nothing to the position at k = 1 (not asked)
+    spectrum = s["latent_spectrum"]
+    shares = spectrum["variance_share"]
+    assert shares == sorted(shares, reverse=True) and 0.5 < sum(shares) <= 1.001
+    assert 0 < sum(spectrum["prediction_share"]) <= 1.001
+    for key in ("r2_state_linear", "r2_state_cubic", "r2_periodic"):
+        assert len(spectrum[key]) == len(shares) and all(r <= 1 for r in spectrum[key])
     effect = s["action_effect"]
     assert effect["actions"] == [0, 1]
     assert effect["true_2"][2] == pytest.approx(-0.0117, abs=0.002)
@@ -78,3 +84,17 @@ def test_diagnose_refuses_a_state_model_or_other_data(models, tmp_path):
     envs.collect_rollouts("Pendulum-v1", 40, out=tmp_path / "pend", obs="state", progress=False)
     with pytest.raises(UserError, match="holds Pendulum-v1 rollouts"):
         run_diagnose(DiagnoseConfig(model=models / "pix-wm", data=tmp_path / "pend", out=tmp_path))
+
+
+def test_best_period_finds_a_feature_periodic_in_the_position():
+    from vjepa_agent.latent_diagnostics import _held_out_r2, best_period, periodic
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3000, generator=g, dtype=torch.float64) * 4.8 - 2.4
+    noise = lambda: 0.1 * torch.randn(3000, generator=g, dtype=torch.float64)  # noqa: E731
+    y = torch.stack([torch.sin(2 * torch.pi * x / 0.15) + noise(), x + noise()], 1)
+    train, held = torch.arange(2400), torch.arange(2400, 3000)
+    period = best_period(y[:, :1], x, train, held)
+    assert period == pytest.approx(0.15, rel=0.005)
+    r2 = _held_out_r2(periodic(x, period), y, train, held)
+    assert r2[0] > 0.95 and r2[1] < 0.05  # the periodic column, not the linear one

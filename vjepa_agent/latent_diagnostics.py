@@ -16,6 +16,12 @@ state an encoder's latent holds can be measured (never used for training or plan
    Gaussian noise of the held-out RMS (independent at each step). If the noisy-state run balances
    and the probe-read run does not, the latent's state is worse in closed loop than on the data:
    the errors are reported by bins of |state[0]| (CartPole: the cart's distance from the centre).
+4. `latent_spectrum`: the principal directions of the latent's observation part, each one's share
+   of the variance and of the predictor's one-step error, and how much of each the state
+   explains on held-out episodes: linearly, as a cubic polynomial, and as a periodic function of
+   state[0] (the best of a scan of periods). A latent whose largest directions are none of these
+   spends the predictor's loss on something the planner does not need; on CartPole the periodic
+   one finds features of where the cart falls on the patch grid.
 
 `run_diagnose(DiagnoseConfig)` is the body of `vjepa-diagnose` (`scripts/diagnose_pixel_model.py`).
 """
@@ -67,6 +73,7 @@ def _latents(wm: WorldModel, store: RolloutStore) -> dict[str, torch.Tensor]:
     data = store.data
     return {
         "latent": cache["latent"].float(),
+        "next_latent": cache["next", "latent"].float(),
         "action": cache["action"],
         "state": torch.as_tensor(data["observation"]).float(),
         "episode": torch.as_tensor(data["episode"]),
@@ -173,6 +180,70 @@ def action_effect(
     return out
 
 
+SPECTRUM_DIRECTIONS = 16
+PERIODS = tuple(0.02 * 1.05**i for i in range(60))  # 0.02 to ~0.37 in state[0]'s units
+
+
+def _held_out_r2(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, held: torch.Tensor):
+    """R^2 per column of y on the `held` rows of a least-squares fit of y on x (+ bias) on `train`."""
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    w = torch.linalg.lstsq(x[train], y[train]).solution
+    err = x[held] @ w - y[held]
+    return 1.0 - err.pow(2).mean(0) / y[held].var(0).clamp_min(1e-12)
+
+
+def periodic(x: torch.Tensor, period: float) -> torch.Tensor:
+    """(M,) -> (M, 6): sin and cos of 2 pi k x / period, k = 1, 2, 3."""
+    phase = 2 * torch.pi * x[:, None] / period
+    return torch.cat([f(q * phase) for q in (1, 2, 3) for f in (torch.sin, torch.cos)], 1)
+
+
+def best_period(y: torch.Tensor, x: torch.Tensor, train: torch.Tensor, held: torch.Tensor) -> float:
+    """The period whose `periodic(x, period)` explains the columns of y best (mean held-out R^2):
+    a scan of PERIODS, then a finer one (0.2 % steps) around the best."""
+    score = lambda p: float(_held_out_r2(periodic(x, p), y, train, held).mean())  # noqa: E731
+    _, period = max((score(p), p) for p in PERIODS)
+    _, period = max((score(p), p) for p in (period * (1 + 0.002 * i) for i in range(-25, 26)))
+    return period
+
+
+def latent_spectrum(
+    wm: WorldModel, lat: dict[str, torch.Tensor], train: torch.Tensor, held: torch.Tensor
+) -> dict[str, Any]:
+    """The top principal directions of the latent's observation part (fitted on `train` rows):
+    `variance_share` of each; `prediction_share`, its part of the predictor's one-step squared
+    error on `held` rows; held-out R^2 of each from the state (`r2_state_linear`), a cubic
+    polynomial of it (`r2_state_cubic`) and sin / cos of 2 pi k state[0] / period, k = 1..3,
+    at the period that explains the top five best (`best_period`; `r2_periodic`, `period`)."""
+    z = wm.observation_part(lat["latent"]).double()
+    mean = z[train].mean(0)
+    _, sv, v = torch.linalg.svd(z[train] - mean, full_matrices=False)
+    k = min(SPECTRUM_DIRECTIONS, len(sv))
+    pcs = (z - mean) @ v[:k].T  # (M, k)
+    variance = sv.pow(2)
+    with torch.no_grad():
+        pred = wm.observation_part(wm.predict(lat["latent"][held], lat["action"][held])).double()
+    err = ((pred - wm.observation_part(lat["next_latent"][held]).double()) @ v.T).pow(2).mean(0)
+    state = lat["state"].double()
+    std = (state - state[train].mean(0)) / state[train].std(0).clamp_min(1e-9)
+    cubic = [std] + [
+        (std[:, i] * std[:, j] * (std[:, m] if m is not None else 1))[:, None]
+        for i in range(std.shape[1])
+        for j in range(i, std.shape[1])
+        for m in [None, *range(j, std.shape[1])]
+    ]
+    period = best_period(pcs[:, :5], state[:, 0], train, held)
+    rounded = lambda t: [round(float(x), 4) for x in t]  # noqa: E731
+    return {
+        "variance_share": rounded(variance[:k] / variance.sum()),
+        "prediction_share": rounded(err[:k] / err.sum()),
+        "r2_state_linear": rounded(_held_out_r2(state, pcs, train, held)),
+        "r2_state_cubic": rounded(_held_out_r2(torch.cat(cubic, 1), pcs, train, held)),
+        "r2_periodic": rounded(_held_out_r2(periodic(state[:, 0], period), pcs, train, held)),
+        "period": round(period, 4),
+    }
+
+
 def closed_loop_setup(cfg: DiagnoseConfig, wm: WorldModel):
     """The state model's MPC agent and the pixel env the diagnosed model saw, built once."""
     from vjepa_agent import plan_run
@@ -259,6 +330,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
         wm.observation_part(lat["latent"][train]), lat["state"][train], cfg.probe_steps, cfg.seed
     )
     summary["action_effect"] = action_effect(wm, obs_probe, lat, held)
+    summary["latent_spectrum"] = latent_spectrum(wm, lat, train, held)
     if cfg.state_model is not None:
         setup = closed_loop_setup(cfg, wm)
         summary["closed_loop_probe"] = closed_loop(cfg, wm, probe, setup, None)
