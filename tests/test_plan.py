@@ -189,12 +189,33 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
         ),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, args, message, run_script):
+def test_bad_input_is_one_line(tmp_path, args, message):
+    from vjepa_agent.cli import parse
+    from vjepa_agent.errors import UserError
+    from vjepa_agent.plan_run import check_inputs
+
+    cfg = parse(PlanConfig, None, [*args, "--out", str(tmp_path / "run")])
+    with pytest.raises(UserError) as e:
+        check_inputs(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing written before the checks
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
+        (["--set", "world_model.lrr=1"], "unknown recipe key 'world_model.lrr'"),
+    ],
+)
+def test_the_command_answers_bad_input_with_exit_code_2_and_one_line(
+    tmp_path, args, message, run_script
+):
     proc = run_script("plan.py", *args, "--out", tmp_path / "run", timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "data").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_plan_refuses_a_model_of_frames_rendered_larger(tmp_path):
