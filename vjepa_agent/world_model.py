@@ -126,8 +126,8 @@ class LearnedPixelEncoder(nn.Module):
 
     Mean and max pooling read an object's shape wherever it is (CartPole: the pole's angle beside
     a cart anywhere on the track), and the sin-cos positions the ViT adds to every token keep where
-    it is; flattened tokens need position-specific weights for both (CartPole, 32 x 128 grey, a
-    random ViT's linear angle readout: R^2 0.50 pooled, -0.05 flattened; docs/world_model_encoders.md)."""
+    it is; flattened tokens need position-specific weights for both (measured on CartPole in
+    docs/world_model_encoders.md)."""
 
     def __init__(
         self,
