@@ -242,13 +242,14 @@ def test_action_space_helpers():
     assert action_space_kind(gym.spaces.Box(-2, 2, (1,))) == "continuous"
     assert action_space_kind(gym.spaces.Discrete(2)) == "discrete"
     assert action_space_nvec(gym.spaces.Discrete(2)) == [2]
-    assert action_space_nvec(gym.spaces.MultiDiscrete([2, 3])) == [2, 3]
-    assert action_space_nvec(gym.spaces.MultiBinary(3)) == [2, 2, 2]
+    for multi in (gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3)):
+        with pytest.raises(UserError, match="the world model cannot embed"):
+            action_space_kind(multi, "Foo-v0")  # before any data is collected
     with pytest.raises(UserError, match="unbounded"):
         action_space_kind(gym.spaces.Box(-np.inf, np.inf, (2,)), "Foo-v0")
-    with pytest.raises(UserError, match="cannot handle"):
+    with pytest.raises(UserError, match="cannot embed"):
         action_space_kind(gym.spaces.Dict({"a": gym.spaces.Discrete(2)}))
-    with pytest.raises(UserError, match="cannot handle"):
+    with pytest.raises(UserError, match="cannot embed"):
         action_space_kind(gym.spaces.Tuple((gym.spaces.Discrete(2),)))
 
 
@@ -271,11 +272,7 @@ def test_check_planner_fits():
 def test_every_registered_planner_follows_the_interface(name):
     # init -> plan -> shift -> restart keep the (E, H, ...) shapes the agent relies on
     cfg = PlannerConfig(samples=8, elites=2, iterations=2)
-    space = (
-        gym.spaces.MultiDiscrete([3, 2])
-        if name in DISCRETE_PLANNERS
-        else gym.spaces.Box(-1, 1, (2,))
-    )
+    space = gym.spaces.Discrete(3) if name in DISCRETE_PLANNERS else gym.spaces.Box(-1, 1, (2,))
     planner = make_planner(name, cfg, space)
     assert planner.name == name and isinstance(planner, PLANNERS[name])
     num_envs, horizon = 3, 4
@@ -286,7 +283,7 @@ def test_every_registered_planner_follows_the_interface(name):
         return actions.float().square().flatten(2).sum(-1)  # (E, S)
 
     result = planner.plan(cost_fn, dist, gens(0, 1, 2))
-    width = 2  # A = 2 action dims or K = 2 sub-actions
+    width = 1 if name in DISCRETE_PLANNERS else 2  # one index, or A = 2 action dims
     assert result.actions.shape == (num_envs, horizon, width) and result.cost.shape == (num_envs,)
     assert result.num_cost_calls == cfg.iterations
     assert result.distribution().keys() == dist.keys()
@@ -308,7 +305,7 @@ def test_every_registered_planner_follows_the_interface(name):
         direct = fn(cost_fn, dist["mean"], dist["std"], -1.0, 1.0, generator=gens(0, 1, 2), **kw)
     else:
         kw = dict(num_samples=8, num_elites=2, iterations=2, momentum=cfg.momentum)
-        direct = categorical_cem(cost_fn, dist["probs"], [3, 2], generator=gens(0, 1, 2), **kw)
+        direct = categorical_cem(cost_fn, dist["probs"], [3], generator=gens(0, 1, 2), **kw)
     assert torch.equal(direct.actions, result.actions)
 
 

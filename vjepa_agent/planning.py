@@ -353,7 +353,7 @@ def categorical_cem(
     min_prob: float = 0.01,
     generator: Generators = None,
 ) -> PlanResult:
-    """Cross-entropy method over discrete action sequences (Discrete: nvec=[n]; MultiDiscrete).
+    """Cross-entropy method over discrete action sequences of K sub-actions (Discrete(n): nvec=[n]).
 
     probs: (E, H, K, N) warm-start categorical distributions, N >= max(nvec), entries n >= nvec[k]
     ignored (treated as 0); nvec: (K,) choices per sub-action. Per iteration:
@@ -528,11 +528,8 @@ def _env_name(env_id: str | None) -> str:
 def action_space_kind(
     space: gym.Space, env_id: str | None = None
 ) -> Literal["continuous", "discrete"]:
-    """The kind of planner a space needs; UserError for a space no planner handles.
-
-    "continuous": a 1-D float Box with finite bounds; "discrete": Discrete, 1-D MultiDiscrete,
-    1-D MultiBinary.
-    """
+    """The kind of planner a space needs: "continuous" for a 1-D float Box with finite bounds,
+    "discrete" for Discrete, the spaces a world model embeds; UserError for any other."""
     name = _env_name(env_id)
     if isinstance(space, gym.spaces.Box):
         require(
@@ -547,31 +544,20 @@ def action_space_kind(
         return "continuous"
     if isinstance(space, gym.spaces.Discrete):
         return "discrete"
-    if isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
-        require(
-            len(space.shape) == 1,
-            f"{name} has action space {space}; the planners need a 1-D MultiDiscrete (flatten it with a wrapper).",
-        )
-        return "discrete"
     raise UserError(
-        f"{name} has action space {space}, which the planners cannot handle; "
-        "use an env with a Box, Discrete or MultiDiscrete action space."
+        f"{name} has action space {space}, which the world model cannot embed; use an env with a "
+        "Box or Discrete action space (a wrapper can map a MultiDiscrete one to a Discrete)."
     )
 
 
 def action_space_nvec(space: gym.Space, env_id: str | None = None) -> list[int]:
-    """Choices per sub-action of a discrete space: Discrete(n) -> [n], MultiDiscrete -> nvec,
-    MultiBinary(k) -> [2] * k. Planner indices are 0-based: the env action is `index + space.start`
-    (Discrete, MultiDiscrete; start is 0 unless the env says otherwise)."""
+    """The categorical planner's choices per step for a Discrete(n) space: [n]. Planner indices
+    are 0-based: the env action is `index + space.start`."""
     require(
         action_space_kind(space, env_id) == "discrete",
         f"{_env_name(env_id)} has a continuous action space {space}; it has no nvec.",
     )
-    if isinstance(space, gym.spaces.Discrete):
-        return [int(space.n)]
-    if isinstance(space, gym.spaces.MultiBinary):
-        return [2] * int(space.shape[0])
-    return [int(n) for n in space.nvec]
+    return [int(space.n)]
 
 
 def check_planner_fits(planner_name: str, space: gym.Space, env_id: str | None = None) -> None:
@@ -587,7 +573,7 @@ def check_planner_fits(planner_name: str, space: gym.Space, env_id: str | None =
     elif planner_name in DISCRETE_PLANNERS:
         require(
             kind == "discrete",
-            f"planner '{planner_name}' needs a discrete (Discrete or MultiDiscrete) action space "
+            f"planner '{planner_name}' needs a discrete (Discrete) action space "
             f"but {name} has {space}; use --planner cem or --planner mppi",
         )
     else:
