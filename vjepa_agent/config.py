@@ -399,11 +399,6 @@ class WorldModelConfig:
     `ema`; V-JEPA). Planning encodes with the student and rolls the predictor out on its own
     outputs, so an EMA target teaches the predictor to map student latents to teacher latents
     that planning never sees (measured in docs/world_model_encoders.md)."""
-    pooling: Literal["meanmax", "flatten"] = "meanmax"
-    """jepa / reconstruction: how the ViT's tokens become the latent (through one linear map).
-    meanmax: the mean and the max over tokens, which read an object's shape wherever it is on
-    screen (the sin-cos positions in the tokens still carry where); flatten: every token in order,
-    position-specific weights."""
     latent_norm: Literal["layernorm", "simnorm", "none"] = "layernorm"
     """jepa / reconstruction: normalisation of the learned latent. layernorm (no affine);
     simnorm: softmax over groups of 8 (TD-MPC2); none."""

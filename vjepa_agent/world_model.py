@@ -121,30 +121,28 @@ def simnorm(z: torch.Tensor, group: int = 8) -> torch.Tensor:
 
 
 class LearnedPixelEncoder(nn.Module):
-    """uint8 frames (B, C, T, H, W) -> learned latent (B, Z): the video ViT, its tokens pooled
-    (mean and max over tokens, or flattened), one linear map, a normalisation.
+    """uint8 frames (B, C, T, H, W) -> learned latent (B, Z): the video ViT, the mean and the max
+    of its tokens, one linear map, a normalisation.
 
     Mean and max pooling read an object's shape wherever it is (CartPole: the pole's angle beside
     a cart anywhere on the track), and the sin-cos positions the ViT adds to every token keep where
-    it is; flattened tokens need position-specific weights for both (measured on CartPole in
-    docs/world_model_encoders.md)."""
+    it is; flattened tokens would need position-specific weights for both, and read the pole
+    worse (measured on CartPole in docs/world_model_encoders.md)."""
 
     def __init__(
         self,
         enc: EncoderConfig,
         frame_shape: tuple[int, ...],
         latent_dim: int,
-        pooling: str,
         norm: str,
     ):
         super().__init__()
         c, t, h, w = frame_shape
         enc = dataclasses.replace(enc.resolved(), in_channels=c)
         self.vit = VideoEncoder(enc)
-        self.pooling, self.norm = pooling, norm
+        self.norm = norm
         self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
-        width = 2 * enc.dim if pooling == "meanmax" else self.num_tokens * enc.dim
-        self.proj = nn.Linear(width, latent_dim)
+        self.proj = nn.Linear(2 * enc.dim, latent_dim)
         self.out_dim = latent_dim
         mean, std = pixel_statistics(c)
         self.register_buffer("mean", mean)
@@ -156,11 +154,7 @@ class LearnedPixelEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         tokens = self.vit(self.normalise(frames))  # (B, N, D)
-        if self.pooling == "meanmax":
-            feats = torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)  # (B, 2D)
-        else:
-            feats = rearrange(tokens, "b n d -> b (n d)")
-        z = self.proj(feats)  # (B, Z)
+        z = self.proj(torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1))  # (B, 2D) -> (B, Z)
         if self.norm == "layernorm":
             return F.layer_norm(z, z.shape[-1:])
         return simnorm(z) if self.norm == "simnorm" else z
@@ -264,9 +258,7 @@ class WorldModel(nn.Module):
             tokens, latent_dim = 1, self.encoder.out_dim
         elif env["obs"] == "pixels" and cfg.pixel_encoder in ("jepa", "reconstruction"):
             shape = tuple(env["pixel_shape"])
-            self.encoder = LearnedPixelEncoder(
-                cfg.encoder, shape, cfg.latent_dim, cfg.pooling, cfg.latent_norm
-            )
+            self.encoder = LearnedPixelEncoder(cfg.encoder, shape, cfg.latent_dim, cfg.latent_norm)
             tokens, latent_dim = 1, cfg.latent_dim
             if cfg.pixel_encoder == "reconstruction":
                 self.decoder = PixelDecoder(cfg.latent_dim, shape, cfg.encoder.resolved())
@@ -681,6 +673,11 @@ def _config_from_dict(d: dict[str, Any]) -> WorldModelConfig:
     d.setdefault("failure_weight", 0.0)  # and no failure head
     d.setdefault("pixel_encoder", "vit")
     # folders written with options since removed: only their defaults load
+    require(
+        d.pop("pooling", "meanmax") == "meanmax",
+        "this world model's learned encoder flattens its tokens (pooling flatten), which this "
+        "version does not have; retrain it",
+    )
     require(
         not d.pop("pca_dim", 0) and d.pop("encoder_mode", "frozen") == "frozen",
         "this world model was trained with a learned projection of frozen features (pca_dim) or "

@@ -703,7 +703,7 @@ def _load_world_model_encoder(model: WorldModel, cfg: WorldModelConfig) -> None:
     """model.encoder <- the pixel encoder of the world-model folder cfg.encoder_from; a one-line
     error when its settings or frames differ from this run's."""
     source = WorldModel.from_pretrained(cfg.encoder_from)
-    same = ("pixel_encoder", "encoder", "latent_dim", "pooling", "latent_norm")
+    same = ("pixel_encoder", "encoder", "latent_dim", "latent_norm")
     differ = [
         f"{k} {getattr(source.cfg, k)!r} (this run: {getattr(cfg, k)!r})"
         for k in same
