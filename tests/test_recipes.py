@@ -100,3 +100,13 @@ def test_shipped_recipe_files_are_checked_when_loaded(tmp_path, monkeypatch):
     assert R(env="CartPole-v1").rounds == 0  # the pixels sections are fine
     with pytest.raises(UserError, match=r"cartpole\.yaml \[learned\]: 'rounds' must be int"):
         R(env="CartPole-v1", pixel_encoder="jepa")
+
+
+def test_a_repeated_set_flag_keeps_every_value():
+    from vjepa_agent.config import load_config
+
+    argv = ["--set", "planner.horizon=20", "--env", "CartPole-v1", "--set", "rounds=4", "x=1"]
+    cfg = load_config(PlanConfig, argv + ["--set=round_steps=7"])
+    assert cfg.set == ["planner.horizon=20", "rounds=4", "x=1", "round_steps=7"]
+    assert cfg.env == "CartPole-v1"
+    assert load_config(PlanConfig, ["--set", "rounds=4"]).set == ["rounds=4"]

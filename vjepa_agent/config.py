@@ -352,7 +352,29 @@ def load_config(cls: type, argv: list[str] | None = None, description: str | Non
     base = cls()
     if known.config is not None:
         base = from_yaml(known.config, base)
+    for f in dataclasses.fields(cls):
+        if str(f.type).startswith("list["):  # the annotations are strings here
+            rest = merge_repeated(rest, "--" + f.name.replace("_", "-"))
     return tyro.cli(cls, default=base, args=rest, description=description)
+
+
+def merge_repeated(args: list[str], flag: str) -> list[str]:
+    """Every value of a list flag given more than once, as one occurrence at the end:
+    `--set a=1 --set b=2` -> `--set a=1 b=2` (argparse alone keeps only the last one's)."""
+    kept, values, seen, i = [], [], 0, 0
+    while i < len(args):
+        if args[i] == flag:
+            seen, i = seen + 1, i + 1
+            while i < len(args) and not args[i].startswith("--"):
+                values.append(args[i])
+                i += 1
+        elif args[i].startswith(flag + "="):
+            seen, i = seen + 1, i + 1
+            values.append(args[i - 1].split("=", 1)[1])
+        else:
+            kept.append(args[i])
+            i += 1
+    return kept + [flag, *values] if seen > 1 else args
 
 
 # ---------------------------------------------------------------------------- world model
