@@ -126,8 +126,10 @@ def test_gradients_reach_the_student_not_the_target(store_dir, tmp_path, kind):
     assert (model.decoder is not None) == (kind == "reconstruction")
 
 
-@pytest.mark.parametrize("kind", ["vit", "moments", "jepa", "reconstruction", "state"])
+@pytest.mark.parametrize("kind", ["vit", "moments", "jepa", "reconstruction", "state", "keypoints"])
 def test_save_load_round_trip_for_every_latent_kind(tmp_path, kind):
+    keypoints = 4 if kind == "keypoints" else 0
+    kind = "jepa" if keypoints else kind
     if kind == "state":
         env = dict(env_id="CartPole-v1", obs="state", observation_shape=[4])
     else:
@@ -135,7 +137,10 @@ def test_save_load_round_trip_for_every_latent_kind(tmp_path, kind):
         env = dict(env_id="CartPole-v1", obs="pixels", observation_shape=[4], pixel_shape=shape)
     env["action_space"] = dict(type="Discrete", n=2)
     cfg = WorldModelConfig(
-        encoder=TINY, latent_dim=16, pixel_encoder=kind if kind != "state" else "vit"
+        encoder=TINY,
+        latent_dim=16,
+        pixel_encoder=kind if kind != "state" else "vit",
+        keypoints=keypoints,
     )
     torch.manual_seed(0)
     wm = WorldModel(cfg, env).eval()
@@ -144,6 +149,7 @@ def test_save_load_round_trip_for_every_latent_kind(tmp_path, kind):
     wm.save_pretrained(tmp_path / kind)
     back = WorldModel.from_pretrained(tmp_path / kind)
     assert back.cfg.pixel_encoder == cfg.pixel_encoder and type(back.encoder) is type(wm.encoder)
+    assert back.cfg.keypoints == keypoints
     obs = (
         torch.randn(3, 4)
         if kind == "state"
@@ -309,3 +315,31 @@ def test_a_model_saved_with_a_removed_pooling_gets_one_line():
     assert _config_from_dict({**saved, "pooling": "meanmax"}).pixel_encoder == "jepa"
     with pytest.raises(UserError, match="pooling flatten"):
         _config_from_dict({**saved, "pooling": "flatten"})
+
+
+def test_keypoints_sit_where_the_tokens_point_finer_than_the_patch_grid():
+    """A keypoint is the softmax-weighted centre of the tokens plus each token's offset: one
+    token that wins the softmax puts it on that token's centre, its offset moves it within the
+    patch, and two tokens that share the weight put it between them."""
+    from vjepa_agent.world_model import LearnedPixelEncoder
+
+    enc = LearnedPixelEncoder(TINY, (1, 4, 16, 64), 8, "layernorm", keypoints=1)  # grid (2, 2, 8)
+    with torch.no_grad():
+        enc.kp_logits.weight.zero_()
+        enc.kp_logits.bias.zero_()
+        enc.kp_logits.weight[0, 0] = 100.0  # the logit is 100 x the token's first feature
+        enc.kp_offset.weight.zero_()
+        enc.kp_offset.bias.zero_()
+        enc.kp_offset.weight[0, 1] = 10.0  # x offset: 0.5 tanh(10 x the second feature)
+        tokens = torch.zeros(1, 32, 32)  # (B, T' H' W', D)
+        tokens[0, 5, 0] = 1.0  # slice 0, row 0, column 5
+        tokens[0, 16 + 8 + 2, 0] = 1.0  # slice 1, row 1, column 2
+        kp = enc.keypoint_coords(tokens)  # (1, 2, 1, 2), (x, y) from the grid's centre
+        torch.testing.assert_close(kp[0, :, 0], torch.tensor([[1.5, -0.5], [-1.5, 0.5]]))
+        tokens[0, 5, 1] = 1.0  # that token's offset: half a patch to the right
+        assert abs(float(enc.keypoint_coords(tokens)[0, 0, 0, 0]) - 2.0) < 1e-3
+        tokens[0, 5, 1] = 0.0
+        tokens[0, 6, 0] = 1.0  # two winning tokens share the weight: halfway between them
+        assert abs(float(enc.keypoint_coords(tokens)[0, 0, 0, 0]) - 2.0) < 1e-3
+        z = enc(torch.randint(0, 256, (3, 1, 4, 16, 64), dtype=torch.uint8))
+    assert z.shape == (3, 8) and enc.proj.in_features == 2 * 32 + 2 * (2 * 2 - 1)

@@ -439,6 +439,13 @@ class WorldModelConfig:
     unrelated offsets, so features of where an edge falls on the patch grid, which a patch
     embedding makes and which say nothing of the state, stop being predictable. Held-out
     evaluation, the frozen phase and planning see the frames as they are."""
+    keypoints: int = 0
+    """jepa / reconstruction: learned keypoints read from the ViT's tokens, beside their mean and
+    max (0 = none). Each keypoint is a softmax over every tubelet slice's tokens (where) and an
+    offset of up to half a patch from each token (how far within it), so its (x, y) is a smooth
+    function of where an object is, finer than the patch grid, as image moments are; the latent
+    gets every slice's keypoints and their changes between slices (spatial soft-argmax, Finn et
+    al. 2016, with a CenterNet-style sub-patch offset)."""
     latent: Literal["compact", "tokens"] = "compact"
     """compact: one projected latent per frame (fast planning); tokens: every encoder token."""
     latent_dim: int = 64
@@ -565,6 +572,7 @@ class WorldModelConfig:
             len(self.random_shift) == 2 and min(self.random_shift) >= 0,
             f"random_shift must be two pixel counts >= 0 (rows, columns), got {self.random_shift}",
         )
+        require(self.keypoints >= 0, f"keypoints must be >= 0, got {self.keypoints}")
         require(
             self.frozen_batch_size >= 1,
             f"frozen_batch_size must be >= 1, got {self.frozen_batch_size}",

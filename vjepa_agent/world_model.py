@@ -127,7 +127,9 @@ class LearnedPixelEncoder(nn.Module):
     Mean and max pooling read an object's shape wherever it is (CartPole: the pole's angle beside
     a cart anywhere on the track), and the sin-cos positions the ViT adds to every token keep where
     it is; flattened tokens would need position-specific weights for both, and read the pole
-    worse (measured on CartPole in docs/world_model_encoders.md)."""
+    worse (measured on CartPole in docs/world_model_encoders.md). With `keypoints`, learned
+    keypoints of every tubelet slice and their changes join the pooled tokens (`keypoint_coords`;
+    WorldModelConfig.keypoints)."""
 
     def __init__(
         self,
@@ -135,14 +137,23 @@ class LearnedPixelEncoder(nn.Module):
         frame_shape: tuple[int, ...],
         latent_dim: int,
         norm: str,
+        keypoints: int = 0,
     ):
         super().__init__()
         c, t, h, w = frame_shape
         enc = dataclasses.replace(enc.resolved(), in_channels=c)
         self.vit = VideoEncoder(enc)
         self.norm = norm
-        self.num_tokens = (t // enc.tubelet_size) * (h // enc.patch_size) * (w // enc.patch_size)
-        self.proj = nn.Linear(2 * enc.dim, latent_dim)
+        self.grid = (t // enc.tubelet_size, h // enc.patch_size, w // enc.patch_size)
+        self.num_tokens = math.prod(self.grid)
+        self.keypoints = keypoints
+        kp_features = 0
+        if keypoints:
+            self.kp_logits = nn.Linear(enc.dim, keypoints)
+            self.kp_offset = nn.Linear(enc.dim, 2 * keypoints)
+            # (x, y) of every slice and the change between consecutive slices
+            kp_features = 2 * keypoints * (2 * self.grid[0] - 1)
+        self.proj = nn.Linear(2 * enc.dim + kp_features, latent_dim)
         self.out_dim = latent_dim
         mean, std = pixel_statistics(c)
         self.register_buffer("mean", mean)
@@ -152,9 +163,27 @@ class LearnedPixelEncoder(nn.Module):
         """uint8 frames -> the ViT's float input (per-channel standardised)."""
         return (frames.float() / 255.0 - self.mean) / self.std
 
+    def keypoint_coords(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, D) -> keypoints (B, T', K, 2): per tubelet slice, the softmax-weighted
+        mean over its tokens of each token's centre plus its offset, (x, y) in patch units."""
+        b, (t, h, w), k = tokens.shape[0], self.grid, self.keypoints
+        weights = self.kp_logits(tokens).view(b, t, h * w, k).softmax(dim=2)  # (B, T', S, K)
+        offset = 0.5 * torch.tanh(self.kp_offset(tokens)).view(b, t, h * w, k, 2)
+        rows, cols = torch.meshgrid(
+            torch.arange(h, device=tokens.device),
+            torch.arange(w, device=tokens.device),
+            indexing="ij",
+        )
+        centre = torch.stack([cols - (w - 1) / 2, rows - (h - 1) / 2], -1).view(1, 1, h * w, 1, 2)
+        return (weights[..., None] * (centre.to(tokens.dtype) + offset)).sum(dim=2)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         tokens = self.vit(self.normalise(frames))  # (B, N, D)
-        z = self.proj(torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1))  # (B, 2D) -> (B, Z)
+        parts = [tokens.mean(1), tokens.amax(1)]
+        if self.keypoints:
+            kp = self.keypoint_coords(tokens)  # (B, T', K, 2)
+            parts += [kp.flatten(1), (kp[:, 1:] - kp[:, :-1]).flatten(1)]
+        z = self.proj(torch.cat(parts, dim=-1))  # (B, 2D [+ keypoints]) -> (B, Z)
         if self.norm == "layernorm":
             return F.layer_norm(z, z.shape[-1:])
         return simnorm(z) if self.norm == "simnorm" else z
@@ -258,7 +287,9 @@ class WorldModel(nn.Module):
             tokens, latent_dim = 1, self.encoder.out_dim
         elif env["obs"] == "pixels" and cfg.pixel_encoder in ("jepa", "reconstruction"):
             shape = tuple(env["pixel_shape"])
-            self.encoder = LearnedPixelEncoder(cfg.encoder, shape, cfg.latent_dim, cfg.latent_norm)
+            self.encoder = LearnedPixelEncoder(
+                cfg.encoder, shape, cfg.latent_dim, cfg.latent_norm, cfg.keypoints
+            )
             tokens, latent_dim = 1, cfg.latent_dim
             if cfg.pixel_encoder == "reconstruction":
                 self.decoder = PixelDecoder(cfg.latent_dim, shape, cfg.encoder.resolved())
