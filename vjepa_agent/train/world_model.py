@@ -262,8 +262,7 @@ def learned_encoder_losses(
     4. jepa: anti-collapse terms on the student latents; reconstruction: the pixel decoder
     """
     obs, actions = batch["obs"], batch["action"]
-    b, k1 = obs.shape[:2]
-    k = k1 - 1
+    k = obs.shape[1] - 1
     if any(cfg.random_shift):
         obs = random_shift(obs, cfg.random_shift, generator)
     # 1. student and target latents
@@ -274,8 +273,6 @@ def learned_encoder_losses(
         else:
             target = model.encode(obs[:, 1:], actions, None, encoder=target_encoder)
     target_obs = model.observation_part(target)
-    # the contrast's targets keep their gradient when they are the student's own latents
-    contrast_target = target if target_encoder is not model.encoder else z[:, 1:]
     rho = cfg.rollout_discount ** torch.arange(k, device=z.device, dtype=z.dtype)  # (K,)
     # 2. teacher forcing and rollout
     pred = model.predict_sequence(z[:, :-1], actions)  # (B, K, Z+A)
@@ -283,7 +280,63 @@ def learned_encoder_losses(
     roll = model.rollout(z[:, 0], actions)  # (B, K, Z+A)
     per_step = (model.observation_part(roll) - target_obs).pow(2).mean(dim=(0, 2))  # (K,)
     loss_ro = (rho * per_step).sum()
-    # 3. heads: encoded next latents and imagined ones, targets of the transitions
+    # 3. heads
+    heads = head_losses(model, z, roll, batch, cfg, rho)
+    total = (
+        loss_tf
+        + cfg.rollout_weight * loss_ro
+        + cfg.termination_weight * heads["termination"]
+        + cfg.reward_weight * heads["reward"]
+        + cfg.failure_weight * heads["failure"]
+    )
+    # 4. what keeps the latent informative
+    z_obs = model.observation_part(z)  # (B, K+1, Z)
+    zero = torch.zeros((), device=z.device)
+    terms, loss_inv, loss_rec = {}, zero, zero
+    if model.decoder is None:
+        # the contrast's targets keep their gradient when they are the student's own latents
+        contrast_target = target if target_encoder is not model.encoder else z[:, 1:]
+        terms, loss_inv = jepa_terms(
+            model, z_obs, (pred, roll), contrast_target, actions, cfg, generator
+        )
+        total = (
+            total
+            + cfg.variance_weight * terms["variance"]
+            + cfg.covariance_weight * terms["covariance"]
+            + cfg.time_variance_weight * terms["time_variance"]
+            + cfg.sigreg_weight * terms["sigreg"]
+        )
+        if cfg.contrast_weight:
+            total = total + cfg.contrast_weight * terms["contrast"]
+        if cfg.inverse_weight and cfg.inverse_gap <= k:
+            total = total + cfg.inverse_weight * loss_inv
+    else:
+        frames = model.encoder.normalise(obs.flatten(0, 1))
+        loss_rec = F.mse_loss(model.decoder(z_obs.flatten(0, 1)), frames)
+        total = total + cfg.reconstruction_weight * loss_rec
+    return {
+        "loss": total,
+        "teacher_forcing": loss_tf.detach(),
+        "rollout": loss_ro.detach(),
+        **{k_: v.detach() for k_, v in heads.items()},
+        "inverse": loss_inv.detach(),
+        "reconstruction": loss_rec.detach(),
+        **{k_: v.detach() for k_, v in terms.items()},
+        "latents": z_obs.detach(),
+    }
+
+
+def head_losses(
+    model: WorldModel,
+    z: torch.Tensor,
+    roll: torch.Tensor,
+    batch: dict,
+    cfg: WorldModelConfig,
+    rho: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The termination, reward and failure heads on the encoded latents z (B, K+1, Z+A) and on
+    the imagined ones roll (B, K, Z+A), against the K transitions of `batch`; imagined step k
+    weighted rho ** k. The failure loss is 0 without a failure head."""
     enc_next = z[:, 1:] if cfg.head_gradients else z[:, 1:].detach()
     imagined = roll if cfg.head_gradients else roll.detach()
     term, reward = batch["terminated"].float(), batch["reward"].float()
@@ -295,83 +348,60 @@ def learned_encoder_losses(
         )
         return per.mean(0)  # (K,)
 
-    loss_term = (
-        bce(model.termination_logits(enc_next)).mean()
-        + (rho * bce(model.termination_logits(imagined))).sum()
-    )
-    loss_rew = (
-        F.mse_loss(model.reward(enc_next), reward)
-        + (rho * (model.reward(imagined) - reward).pow(2).mean(0)).sum()
-    )
-    loss_fail = torch.zeros((), device=z.device)
+    out = {
+        "termination": bce(model.termination_logits(enc_next)).mean()
+        + (rho * bce(model.termination_logits(imagined))).sum(),
+        "reward": F.mse_loss(model.reward(enc_next), reward)
+        + (rho * (model.reward(imagined) - reward).pow(2).mean(0)).sum(),
+        "failure": torch.zeros((), device=z.device),
+    }
     if model.failure_head is not None:
         # observation t is steps_to_termination[t] transitions from the terminal one
         fail_now = failure_target(batch["steps_to_termination"], cfg)  # (B, K)
         fail_next = failure_target((batch["steps_to_termination"] - 1).clamp(min=0), cfg)
         enc_now = z[:, :-1] if cfg.head_gradients else z[:, :-1].detach()
-        loss_fail = (
+        imagined_fail = F.smooth_l1_loss(
+            model.failure_logits(imagined), fail_next, reduction="none"
+        )
+        out["failure"] = (
             F.smooth_l1_loss(model.failure_logits(enc_now), fail_now)
-            + (
-                rho
-                * F.smooth_l1_loss(
-                    model.failure_logits(imagined), fail_next, reduction="none"
-                ).mean(0)
-            ).sum()
+            + (rho * imagined_fail.mean(0)).sum()
         )
-    total = (
-        loss_tf
-        + cfg.rollout_weight * loss_ro
-        + cfg.termination_weight * loss_term
-        + cfg.reward_weight * loss_rew
-        + cfg.failure_weight * loss_fail
-    )
-    # 4. what keeps the latent informative
-    z_obs = model.observation_part(z)  # (B, K+1, Z)
-    terms = anti_collapse_terms(z_obs, cfg, generator) if model.decoder is None else {}
-    loss_inv = torch.zeros((), device=z.device)
-    if model.decoder is None:
-        total = (
-            total
-            + cfg.variance_weight * terms["variance"]
-            + cfg.covariance_weight * terms["covariance"]
-            + cfg.time_variance_weight * terms["time_variance"]
-            + cfg.sigreg_weight * terms["sigreg"]
+    return out
+
+
+def jepa_terms(
+    model: WorldModel,
+    z_obs: torch.Tensor,
+    predictions: tuple[torch.Tensor, ...],
+    contrast_target: torch.Tensor,
+    actions: torch.Tensor,
+    cfg: WorldModelConfig,
+    generator,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """What keeps a JEPA latent informative, on the student's latents z_obs (B, K+1, Z): the
+    anti-collapse terms, the temporal contrast of each predicted sequence (B, K, Z+A) against
+    contrast_target, and the inverse-dynamics loss over cfg.inverse_gap steps (each 0 at weight
+    0). Returns (terms, inverse loss), unweighted."""
+    terms = anti_collapse_terms(z_obs, cfg, generator)
+    terms["contrast"] = torch.zeros((), device=z_obs.device)
+    if cfg.contrast_weight:
+        # one-step predictions and the K-step imagined rollout, each against every target
+        targets = model.observation_part(contrast_target)
+        terms["contrast"] = 0.5 * sum(
+            temporal_contrast(model.observation_part(p), targets, cfg.contrast_temperature)
+            for p in predictions
         )
-        terms["contrast"] = torch.zeros((), device=z.device)
-        if cfg.contrast_weight:
-            # one-step predictions and the K-step imagined rollout, each against every target
-            targets = model.observation_part(contrast_target)
-            terms["contrast"] = 0.5 * sum(
-                temporal_contrast(model.observation_part(p), targets, cfg.contrast_temperature)
-                for p in (pred, roll)
-            )
-            total = total + cfg.contrast_weight * terms["contrast"]
-        g = cfg.inverse_gap
-        if cfg.inverse_weight and g <= k:
-            logits = model.inverse_dynamics(z_obs[:, :-g], z_obs[:, g:])  # (B, K+1-g, A)
-            if model.action_kind == "discrete":
-                a = actions[:, : k1 - g].long() - int(model.env["action_space"].get("start", 0))
-                loss_inv = F.cross_entropy(logits.flatten(0, 1), a.flatten())
-            else:
-                loss_inv = F.mse_loss(logits, model.action_features(actions[:, : k1 - g]))
-            total = total + cfg.inverse_weight * loss_inv
-    loss_rec = torch.zeros((), device=z.device)
-    if model.decoder is not None:
-        frames = model.encoder.normalise(obs.flatten(0, 1))
-        loss_rec = F.mse_loss(model.decoder(z_obs.flatten(0, 1)), frames)
-        total = total + cfg.reconstruction_weight * loss_rec
-    return {
-        "loss": total,
-        "teacher_forcing": loss_tf.detach(),
-        "rollout": loss_ro.detach(),
-        "termination": loss_term.detach(),
-        "reward": loss_rew.detach(),
-        "failure": loss_fail.detach(),
-        "inverse": loss_inv.detach(),
-        "reconstruction": loss_rec.detach(),
-        **{k_: v.detach() for k_, v in terms.items()},
-        "latents": z_obs.detach(),
-    }
+    loss_inv = torch.zeros((), device=z_obs.device)
+    g, k1 = cfg.inverse_gap, z_obs.shape[1]
+    if cfg.inverse_weight and g < k1:
+        logits = model.inverse_dynamics(z_obs[:, :-g], z_obs[:, g:])  # (B, K+1-g, A)
+        if model.action_kind == "discrete":
+            a = actions[:, : k1 - g].long() - int(model.env["action_space"].get("start", 0))
+            loss_inv = F.cross_entropy(logits.flatten(0, 1), a.flatten())
+        else:
+            loss_inv = F.mse_loss(logits, model.action_features(actions[:, : k1 - g]))
+    return terms, loss_inv
 
 
 class LearnedEncoderObjective(torch.nn.Module):
@@ -918,22 +948,7 @@ def _train_learned_encoder(
     target_encoder = (
         copy.deepcopy(model.encoder).requires_grad_(False) if ema_target else model.encoder
     )
-    if not (cfg.inverse_weight and model.decoder is None):
-        model.inverse_head.requires_grad_(False)  # unused: DDP wants every trained weight used
-    if model.failure_head is not None and not cfg.failure_weight:
-        model.failure_head.requires_grad_(False)
-    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
-    ids = {id(p) for p in encoder_params}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": encoder_params, "scale": cfg.encoder_lr_scale},
-            {"params": others, "scale": 1.0},
-        ],
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        fused=True,
-    )
+    optimizer, params = _learned_encoder_optimizer(model, cfg)
     rank = accelerator.process_index
     gen = seeding.generator("wm-batches", cfg.seed, rank)
     reg_gen = seeding.generator("wm-sigreg", cfg.seed, rank)
@@ -941,7 +956,6 @@ def _train_learned_encoder(
     objective, optimizer = accelerator.prepare(objective, optimizer)
     episodes = [e for e in store.episodes() if e.id in set(train_ids.tolist())]
     sampler = WindowSampler(store, episodes, cfg.seq_len, device)
-    params = encoder_params + others
     modules = {"model": model, **({"model_target": target_encoder} if ema_target else {})}
     gens = {"batches": gen, "sigreg": reg_gen}
     start_step, history = _resume(cfg, out, modules, optimizer, gens, rank)
@@ -989,11 +1003,7 @@ def _train_learned_encoder(
             accelerator.wait_for_everyone,
         )
     train_seconds = time.perf_counter() - start
-    # every rank holds the same weights (DDP); their checksums say so in the summary
-    checksum = torch.tensor(
-        [float(sum(p.detach().double().sum() for p in model.parameters()))], device=device
-    )
-    checksums = [float(c) for c in accelerator.gather(checksum)]
+    checksums = _rank_weight_sums(accelerator, model)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         end_tracking(accelerator)
@@ -1011,6 +1021,35 @@ def _train_learned_encoder(
         model, model.encoder, history, train_seconds, device, out, **run, extra=extra
     )
     return wm, summary
+
+
+def _learned_encoder_optimizer(model: WorldModel, cfg: WorldModelConfig):
+    """AdamW over the encoder (its lr scaled by encoder_lr_scale), the predictor and the heads
+    that the losses use, and those parameters (encoder first). Heads the losses leave unused are
+    frozen: DDP wants every trained weight used."""
+    if not (cfg.inverse_weight and model.decoder is None):
+        model.inverse_head.requires_grad_(False)
+    if model.failure_head is not None and not cfg.failure_weight:
+        model.failure_head.requires_grad_(False)
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    ids = {id(p) for p in encoder_params}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder_params, "scale": cfg.encoder_lr_scale},
+            {"params": others, "scale": 1.0},
+        ],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        fused=True,
+    )
+    return optimizer, encoder_params + others
+
+
+def _rank_weight_sums(accelerator: Accelerator, model: WorldModel) -> list[float]:
+    """Every rank's sum of its weights (DDP keeps them equal; the summary shows they are)."""
+    total = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return [float(c) for c in accelerator.gather(torch.tensor([total], device=accelerator.device))]
 
 
 def _frozen_encoder_phase(accelerator, model, out, progress, cfg, store, train_ids, history):
