@@ -470,3 +470,37 @@ def test_a_run_folder_reuses_only_the_collection_the_flags_ask_for(tmp_path):
         assert says in str(err.value) and "\n" not in str(err.value)
     assert (data / "meta.json").read_bytes() == before
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_mirrored_planning_scores_a_scene_and_its_mirror_image_alike():
+    """With mirror_actions the cost of a sequence is the mean of its own and its mirror's (the
+    mirror image of the frames, the mirrored actions): so a scene and its mirror image give
+    mirrored sequences the same cost, whatever the model, and each half is the plain cost."""
+    from vjepa_agent.config import EncoderConfig
+
+    spec = dict(STATE_SPEC, obs="pixels", pixel_shape=[1, 4, 16, 64])
+    enc = EncoderConfig(dim=32, depth=1, heads=2, patch_size=8, tubelet_size=4, pos_embed="sincos")
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(pixel_encoder="jepa", encoder=enc, latent_dim=8), spec).eval()
+    env = envs.make_env("CartPole-v1", obs="state")
+    objective = LatentObjective(termination_logit_weight=1.0, reward_weight=0.0)
+    cfg = PlannerConfig(horizon=4, samples=8, elites=2, iterations=1, mirror_actions=[1, 0])
+    agent = MPCAgent(wm, env.action_space, objective, cfg)
+    plain = MPCAgent(wm, env.action_space, objective, PlannerConfig(horizon=4, samples=8))
+    obs = torch.randint(0, 256, (2, 1, 4, 16, 64), dtype=torch.uint8)
+    seqs = torch.randint(0, 2, (2, 8, 4, 1))
+    with torch.no_grad():
+        z, z_m = wm.encode(obs), wm.encode(obs.flip(-1))
+        both = agent.sequence_costs(z, seqs, z_m)
+        torch.testing.assert_close(both, agent.sequence_costs(z_m, 1 - seqs, z))
+        mean = 0.5 * (plain.sequence_costs(z, seqs) + plain.sequence_costs(z_m, 1 - seqs))
+        torch.testing.assert_close(both, mean)
+        assert not torch.allclose(both, plain.sequence_costs(z, seqs))  # the model is not symmetric
+        assert agent(obs.numpy()).shape == (2,)  # a collection policy over 2 envs
+    bad = [(dict(mirror_actions=[0, 0]), "each of the 2 actions once")]
+    for kw, message in bad:
+        with pytest.raises(UserError, match=message):
+            MPCAgent(wm, env.action_space, objective, PlannerConfig(**kw))
+    state_wm = WorldModel(WorldModelConfig(), STATE_SPEC)
+    with pytest.raises(UserError, match="needs pixel observations"):
+        MPCAgent(state_wm, env.action_space, objective, PlannerConfig(mirror_actions=[1, 0]))

@@ -132,7 +132,23 @@ class MPCAgent:
         else:
             self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
             self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self.mirror = self._mirror_permutation(self.cfg.mirror_actions)
         self.reset(1)
+
+    def _mirror_permutation(self, mirror: list[int] | None) -> torch.Tensor | None:
+        """cfg.mirror_actions as a (n,) long tensor of action indices (counted from 0), checked."""
+        if mirror is None:
+            return None
+        require(
+            self.kind == "discrete" and len(self.nvec) == 1 and self.wm.env["obs"] == "pixels",
+            "mirror_actions needs pixel observations and one discrete action",
+        )
+        n = int(self.nvec[0])
+        require(
+            sorted(int(a) - self.start for a in mirror) == list(range(n)),
+            f"mirror_actions must list each of the {n} actions once, got {list(mirror)}",
+        )
+        return torch.tensor([int(a) - self.start for a in mirror], device=self.device)
 
     # ---- state ----
     def reset(self, num_envs: int = 1) -> None:
@@ -176,8 +192,13 @@ class MPCAgent:
         if self.plan is None or self.plan_step >= self.cfg.replan_every:
             obs = torch.as_tensor(np.asarray(obs), device=self.device)
             z = self.wm.encode(obs, self.last_action, self.has_last)  # (E, *latent)
+            z_mirror = None
+            if self.mirror is not None:  # the scene's mirror image, with the mirrored action
+                last = self.last_action
+                last = None if last is None else self.mirror[last - self.start] + self.start
+                z_mirror = self.wm.encode(obs.flip(-1), last, self.has_last)
             self.timing["encode"] += time.perf_counter() - t0
-            self._replan(z)
+            self._replan(z, z_mirror)
         action = self.plan[:, self.plan_step]
         if self.explore > 0:  # data collection: some uniformly random actions
             action = self._explore(action)
@@ -202,18 +223,30 @@ class MPCAgent:
                     out[e] = self.low + u * (self.high - self.low)
         return out
 
-    def _replan(self, z: torch.Tensor) -> None:
-        start_latent = z[:, None]  # (E, 1, *latent) broadcasts over samples
+    def sequence_costs(
+        self, z: torch.Tensor, actions: torch.Tensor, z_mirror: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Costs (E, S) of the planner's sequences actions (E, S, H[, A]) from latents z (E, ...);
+        with z_mirror (the mirror images' latents), the mean of that and the mirrored sequences'
+        cost from z_mirror (PlannerConfig.mirror_actions)."""
+        t = time.perf_counter()
 
-        def cost_fn(actions: torch.Tensor) -> torch.Tensor:
-            t = time.perf_counter()
-            # env actions (E, S, H[, A]); discrete plans count from 0, the env from `start`
-            acts = actions[..., 0] + self.start if self.kind == "discrete" else actions
+        def cost(start: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
             # the distinct imagined latents (shared action prefixes once) and each step's among them
-            nodes, index = self.wm.rollout_nodes(start_latent, acts)  # (N, *latent), (E, S, H)
-            cost = self.objective(self.wm, nodes, index)
-            self.timing["model"] += time.perf_counter() - t
-            return cost
+            nodes, index = self.wm.rollout_nodes(start[:, None], acts)  # (N, *latent), (E, S, H)
+            return self.objective(self.wm, nodes, index)
+
+        # env actions; discrete plans count from 0, the env from `start`
+        acts = actions[..., 0] + self.start if self.kind == "discrete" else actions
+        out = cost(z, acts)
+        if z_mirror is not None:
+            out = 0.5 * (out + cost(z_mirror, self.mirror[actions[..., 0]] + self.start))
+        self.timing["model"] += time.perf_counter() - t
+        return out
+
+    def _replan(self, z: torch.Tensor, z_mirror: torch.Tensor | None = None) -> None:
+        def cost_fn(actions: torch.Tensor) -> torch.Tensor:
+            return self.sequence_costs(z, actions, z_mirror)
 
         result = self.planner.plan(cost_fn, self.warm, self.generators)
         self.warm = self.planner.shift(result.distribution())  # receding-horizon warm start

@@ -697,6 +697,13 @@ class PlannerConfig:
     """Weight of the previous distribution in each refit."""
     replan_every: int = 1
     """Actions executed from each plan before replanning."""
+    mirror_actions: list[int] | None = None
+    """Pixels and discrete actions: the env's left-right mirror symmetry, as the action that each
+    action becomes in the mirrored scene (CartPole: [1, 0]); None = off. Every candidate
+    sequence is scored twice, from the observation and with the mirrored actions from its
+    horizontal mirror image, and the two costs are averaged, so a learned model's left-right
+    bias cancels (on CartPole: a model that balances around a pole leaning slightly one way and
+    so drives the cart off that side; docs/world_model_encoders.md). Twice the model calls."""
 
 
 @dataclass
