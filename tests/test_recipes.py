@@ -32,7 +32,9 @@ def test_cartpole_recipes_hold_the_measured_settings():
     p = moments.planner
     assert (p.samples, p.elites, p.iterations, p.horizon) == (128, 8, 1, 10)
     jepa = R(env="CartPole-v1", pixel_encoder="jepa")  # the learned section over the pixels one
-    assert (jepa.collect.steps, jepa.world_model.steps, jepa.rounds) == (20000, 1800, 2)
+    assert (jepa.collect.steps, jepa.world_model.steps, jepa.rounds) == (20000, 1800, 0)
+    assert jepa.world_model.random_shift == (0, 4) and jepa.world_model.encoder.tubelet_size == 4
+    assert jepa.planner.mirror_actions == [1, 0] and moments.planner.mirror_actions is None
     assert (jepa.collect.size, jepa.collect.grayscale) == ((16, 256), True)
     assert jepa.collect.start_spread == "state" and jepa.world_model.frozen_steps == 3000
     assert jepa.world_model.rollout_steps == 8  # from the pixels section
@@ -95,7 +97,7 @@ def test_shipped_recipe_files_are_checked_when_loaded(tmp_path, monkeypatch):
 
     shutil.copytree(recipes_dir(), tmp_path / "recipes")
     bad = tmp_path / "recipes" / "cartpole.yaml"
-    bad.write_text(bad.read_text().replace("rounds: 2", "rounds: two"))
+    bad.write_text(bad.read_text().replace("rounds: 0", "rounds: two"))
     monkeypatch.setattr(recipes, "recipes_dir", lambda: tmp_path / "recipes")
     assert R(env="CartPole-v1").rounds == 0  # the pixels sections are fine
     with pytest.raises(UserError, match=r"cartpole\.yaml \[learned\]: 'rounds' must be int"):
