@@ -180,7 +180,16 @@ def test_the_plot_marks_the_random_baseline_on_whole_episode_ticks(tmp_path):
         (["--env", "CartPole-v1", "--frozen-steps", "10"], "--frozen-steps trains a learned"),
         (["--env", "CartPole-v1", "--rounds", "1"], "--rounds collects on-policy data"),
         (
-            ["--env", "CartPole-v1", "--pixel-encoder", "jepa", "--frozen-steps", "0"],
+            [
+                "--env",
+                "CartPole-v1",
+                "--pixel-encoder",
+                "jepa",
+                "--frozen-steps",
+                "0",
+                "--rounds",
+                "1",
+            ],
             "give --frozen-steps > 0, or --rounds 0",
         ),
         (
@@ -300,7 +309,7 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     out = tmp_path / "run"
     args = ["--env", envs.NOISY_CARTPOLE_ID, "--out", str(out), "--collect-steps", "200"]
     args += ["--pixel-encoder", kind, "--train-steps", "3", "--frozen-steps", "2"]
-    args += ["--episodes", "1", "--round-steps", "64"]
+    args += ["--episodes", "1", "--rounds", "2", "--round-steps", "64"]
     args += (
         "--max-episode-steps 5 --horizon 2 --samples 4 --elites 1 --iterations 1 --no-video".split()
     )
@@ -311,8 +320,8 @@ def test_plan_noisy_cartpole_with_a_learned_encoder(tmp_path, kind, run_script):
     wm = WorldModel.from_pretrained(out / "model")
     assert tuple(wm.env["pixel_shape"]) == (1, 4, 16, 256)
     assert wm.cfg.frozen_steps == 2 and wm.cfg.contrast_weight == 5.0  # the flag over the preset
-    # the preset's two on-policy rounds: 64 planner steps each appended, a new predictor on the
-    # same encoder after each
+    # two on-policy rounds: 64 planner steps each appended, a new predictor on the same encoder
+    # after each
     from vjepa_agent.data.rollouts import RolloutStore
 
     first = WorldModel.from_pretrained(out / "rounds" / "model-0")
