@@ -143,12 +143,12 @@ class MPCAgent:
             self.kind == "discrete" and len(self.nvec) == 1 and self.wm.env["obs"] == "pixels",
             "mirror_actions needs pixel observations and one discrete action",
         )
-        n = int(self.nvec[0])
+        n, perm = int(self.nvec[0]), [int(a) - self.start for a in mirror]
         require(
-            sorted(int(a) - self.start for a in mirror) == list(range(n)),
+            sorted(perm) == list(range(n)),
             f"mirror_actions must list each of the {n} actions once, got {list(mirror)}",
         )
-        return torch.tensor([int(a) - self.start for a in mirror], device=self.device)
+        return torch.tensor(perm, device=self.device)
 
     # ---- state ----
     def reset(self, num_envs: int = 1) -> None:

@@ -45,6 +45,7 @@ from vjepa_agent.data.video import IMAGENET_MEAN, IMAGENET_STD
 from vjepa_agent.errors import UserError, require
 from vjepa_agent.models.ac_predictor import ACPredictor
 from vjepa_agent.models.encoder import VideoEncoder
+from vjepa_agent.models.layers import grid_positions
 from vjepa_agent.models.moments import ObjectMoments
 
 FORMAT = "vjepa_agent.world_model/1"
@@ -151,6 +152,11 @@ class LearnedPixelEncoder(nn.Module):
         if keypoints:
             self.kp_logits = nn.Linear(enc.dim, keypoints)
             self.kp_offset = nn.Linear(enc.dim, 2 * keypoints)
+            # every token's (x, y) centre in patch units from the grid's centre: (1, 1, S, 1, 2)
+            _, h_, w_ = self.grid
+            rows, cols = grid_positions((1, h_, w_))[:, 1:].float().unbind(-1)
+            centre = torch.stack([cols - (w_ - 1) / 2, rows - (h_ - 1) / 2], -1)
+            self.kp_centre = centre.view(1, 1, -1, 1, 2)  # a constant of the grid, not a weight
             # (x, y) of every slice and the change between consecutive slices
             kp_features = 2 * keypoints * (2 * self.grid[0] - 1)
         self.proj = nn.Linear(2 * enc.dim + kp_features, latent_dim)
@@ -169,13 +175,9 @@ class LearnedPixelEncoder(nn.Module):
         b, (t, h, w), k = tokens.shape[0], self.grid, self.keypoints
         weights = self.kp_logits(tokens).view(b, t, h * w, k).softmax(dim=2)  # (B, T', S, K)
         offset = 0.5 * torch.tanh(self.kp_offset(tokens)).view(b, t, h * w, k, 2)
-        rows, cols = torch.meshgrid(
-            torch.arange(h, device=tokens.device),
-            torch.arange(w, device=tokens.device),
-            indexing="ij",
+        return (weights[..., None] * (self.kp_centre.to(tokens.device, tokens.dtype) + offset)).sum(
+            dim=2
         )
-        centre = torch.stack([cols - (w - 1) / 2, rows - (h - 1) / 2], -1).view(1, 1, h * w, 1, 2)
-        return (weights[..., None] * (centre.to(tokens.dtype) + offset)).sum(dim=2)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         tokens = self.vit(self.normalise(frames))  # (B, N, D)

@@ -306,10 +306,8 @@ def learned_encoder_losses(
             + cfg.time_variance_weight * terms["time_variance"]
             + cfg.sigreg_weight * terms["sigreg"]
         )
-        if cfg.contrast_weight:
-            total = total + cfg.contrast_weight * terms["contrast"]
-        if cfg.inverse_weight and cfg.inverse_gap <= k:
-            total = total + cfg.inverse_weight * loss_inv
+        # each is exactly 0 where jepa_terms did not compute it
+        total = total + cfg.contrast_weight * terms["contrast"] + cfg.inverse_weight * loss_inv
     else:
         frames = model.encoder.normalise(obs.flatten(0, 1))
         loss_rec = F.mse_loss(model.decoder(z_obs.flatten(0, 1)), frames)
